@@ -1,0 +1,1 @@
+"""The ledger: jobs, leases, events and artifacts; the single source of truth."""

@@ -1,0 +1,116 @@
+"""One place that maps errors to HTTP: ``{"error": {"code", "message", "details"}}``.
+
+Codes are stable and documented in docs/errors.md. Domain exceptions never reach a 500.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest, JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from ledger.exceptions import IdempotencyConflict, NotFound
+from ledger.states import IllegalTransition
+
+from ..exceptions import LeaseLost
+
+
+class ApiError(exceptions.APIException):
+    """An API error with an explicit status, machine-readable code and details."""
+
+    def __init__(self, status_code: int, code: str, message: str,
+                 details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, code)
+        self.status_code = status_code
+        self.code = code
+        self.message = message
+        self.details = details or {}
+
+
+def body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The error document."""
+    return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
+_DOMAIN = {
+    LeaseLost: status.HTTP_409_CONFLICT,
+    IdempotencyConflict: status.HTTP_409_CONFLICT,
+    NotFound: status.HTTP_404_NOT_FOUND,
+}
+
+_DRF_CODES = {
+    exceptions.ParseError: "malformed_json",
+    exceptions.NotAuthenticated: "not_authenticated",
+    exceptions.MethodNotAllowed: "method_not_allowed",
+    exceptions.UnsupportedMediaType: "unsupported_media_type",
+    exceptions.NotAcceptable: "not_acceptable",
+    exceptions.Throttled: "rate_limited",
+    exceptions.NotFound: "not_found",
+}
+
+
+def _validation_details(detail: Any) -> tuple[str, dict[str, Any]]:
+    """Flatten DRF validation details to ``{field: [messages]}`` and pick a top code."""
+    code = "validation_error"
+    if isinstance(detail, dict):
+        fields = {}
+        for name, errors in detail.items():
+            items = errors if isinstance(errors, list) else [errors]
+            fields[name] = [str(e) for e in items] if all(
+                not isinstance(e, dict | list) for e in items) else errors
+            for e in items:
+                if getattr(e, "code", None) in ("unknown_field", "invalid_characters"):
+                    code = e.code
+        return code, {"fields": fields}
+    items = detail if isinstance(detail, list) else [detail]
+    for e in items:
+        if getattr(e, "code", None) in ("unknown_field", "invalid_characters"):
+            code = e.code
+    return code, {"errors": [str(e) for e in items]}
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF ``EXCEPTION_HANDLER``: domain errors and DRF errors -> the error document."""
+    for kind, http_status in _DOMAIN.items():
+        if isinstance(exc, kind):
+            return Response(body(exc.code, exc.message, exc.details), status=http_status)
+    if isinstance(exc, IllegalTransition):
+        return Response(body("illegal_transition", str(exc), {"from": exc.old, "to": exc.new}),
+                        status=status.HTTP_409_CONFLICT)
+    if isinstance(exc, ApiError):
+        response = Response(body(exc.code, exc.message, exc.details), status=exc.status_code)
+        if exc.status_code == 429 and "retry_after_seconds" in exc.details:
+            response["Retry-After"] = str(exc.details["retry_after_seconds"])
+        return response
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        code, details = _validation_details(exc.detail)
+        response.data = body(code, "the request is not valid", details)
+        return response
+    code = _DRF_CODES.get(type(exc))
+    if code is None:
+        detail = getattr(exc, "detail", None)
+        code = getattr(detail, "code", None) or "error"
+    message = str(getattr(exc, "detail", exc))
+    response.data = body(code, message)
+    return response
+
+
+def json_404(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    """``handler404`` for URLs no route matches."""
+    return JsonResponse(body("not_found", "no such endpoint"), status=404)
+
+
+def json_500(request: HttpRequest) -> JsonResponse:
+    """``handler500``: never leak a traceback; the log has it."""
+    return JsonResponse(body("internal_error", "internal error; see server logs"), status=500)
+
+
+def json_400(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    """``handler400`` (e.g. a request body over ORCH_REQUEST_MAX_BYTES caught by Django)."""
+    return JsonResponse(body("bad_request", str(exception) if exception else "bad request"),
+                        status=400)

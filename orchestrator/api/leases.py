@@ -1,0 +1,161 @@
+"""Task Runner bridge views: claim, heartbeat, ack, fail, release, logs, runner-config.
+
+Views validate, call one service, and render. Errors map to HTTP in ``api/errors.py``.
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+from uuid import UUID
+
+from django.conf import settings
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from ledger.models import Source
+
+from ..lease_config import LeaseConfig
+from ..leasing import (
+    ArtifactIn,
+    LogLineIn,
+    lease_ack,
+    lease_claim_wait,
+    lease_fail,
+    lease_heartbeat,
+    lease_logs_append,
+    lease_release,
+)
+from . import serializers as s
+from .errors import ApiError
+
+RUNNER = "orch:runner"
+ERRORS = {code: OpenApiResponse(s.ErrorOut) for code in (400, 401, 403, 404, 409, 413)}
+
+
+def _bounds_error(exc: ValueError) -> ApiError:
+    return ApiError(400, "validation_error", str(exc))
+
+
+def _seconds(value: int | None) -> timedelta | None:
+    return None if value is None else timedelta(seconds=value)
+
+
+class LeaseClaimApi(APIView):
+    """Claim up to ``max_jobs`` leases, long-polling up to ``wait_seconds``."""
+
+    required_scope = RUNNER
+
+    @extend_schema(request=s.ClaimIn, responses={200: s.ClaimOut, **ERRORS},
+                   operation_id="leases_claim")
+    def post(self, request: Request) -> Response:
+        data = s.ClaimIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        try:
+            grants = lease_claim_wait(
+                wait=timedelta(seconds=v["wait_seconds"]), tenant=request.user.tenant,
+                runner_id=v["runner_id"], job_types=v["job_types"], max_jobs=v["max_jobs"],
+                lease_for=_seconds(v["lease_seconds"]), claim_id=v["claim_id"],
+            )
+        except ValueError as exc:
+            raise _bounds_error(exc) from None
+        source_ids = {g.job.source_id for g in grants if g.job.source_id}
+        names = dict(Source.objects.filter(pk__in=source_ids).values_list("pk", "name")) if source_ids else {}
+        return Response({"leases": [s.lease_json(g, names) for g in grants]})
+
+
+class LeaseHeartbeatApi(APIView):
+    """Extend a lease and report progress; answers whether cancellation was requested."""
+
+    required_scope = RUNNER
+
+    @extend_schema(request=s.HeartbeatIn, responses={200: s.HeartbeatOut, **ERRORS},
+                   operation_id="leases_heartbeat")
+    def post(self, request: Request, lease_id: UUID) -> Response:
+        data = s.HeartbeatIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        try:
+            state = lease_heartbeat(tenant=request.user.tenant, lease_id=lease_id,
+                                    extend=_seconds(v["extend_seconds"]), progress=v["progress"])
+        except ValueError as exc:
+            raise _bounds_error(exc) from None
+        return Response(s.HeartbeatOut(state).data)
+
+
+class LeaseAckApi(APIView):
+    """Complete the job of a live lease; a repeated ack of the same lease answers 200 again."""
+
+    required_scope = RUNNER
+
+    @extend_schema(request=s.AckIn, responses={200: s.AckOut, **ERRORS}, operation_id="leases_ack")
+    def post(self, request: Request, lease_id: UUID) -> Response:
+        data = s.AckIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        outcome = lease_ack(tenant=request.user.tenant, lease_id=lease_id, result=v["result"],
+                            artifacts=[ArtifactIn(**a) for a in v["artifacts"]])
+        return Response({"job_id": outcome.job_id, "status": outcome.job_status})
+
+
+class LeaseFailApi(APIView):
+    """Report a failed attempt: retry with backoff, or dead-letter."""
+
+    required_scope = RUNNER
+
+    @extend_schema(request=s.FailIn, responses={200: s.OutcomeOut, **ERRORS},
+                   operation_id="leases_fail")
+    def post(self, request: Request, lease_id: UUID) -> Response:
+        data = s.FailIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        outcome = lease_fail(tenant=request.user.tenant, lease_id=lease_id, error=dict(v["error"]),
+                             retryable=v["retryable"],
+                             retry_after=_seconds(v["retry_after_seconds"]))
+        return Response(outcome.as_json())
+
+
+class LeaseReleaseApi(APIView):
+    """Give a lease back without consuming an attempt."""
+
+    required_scope = RUNNER
+
+    @extend_schema(request=s.ReleaseIn, responses={200: s.OutcomeOut, **ERRORS},
+                   operation_id="leases_release")
+    def post(self, request: Request, lease_id: UUID) -> Response:
+        data = s.ReleaseIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        outcome = lease_release(tenant=request.user.tenant, lease_id=lease_id,
+                                reason=data.validated_data["reason"] or "")
+        return Response(outcome.as_json())
+
+
+class LeaseLogsApi(APIView):
+    """Append log lines of a live lease (bounded per job)."""
+
+    required_scope = RUNNER
+
+    @extend_schema(request=s.LogsIn, responses={202: s.LogsOut, **ERRORS},
+                   operation_id="leases_logs")
+    def post(self, request: Request, lease_id: UUID) -> Response:
+        data = s.LogsIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        accepted = lease_logs_append(
+            tenant=request.user.tenant, lease_id=lease_id,
+            lines=[LogLineIn(**line) for line in data.validated_data["lines"]],
+            max_per_job=settings.ORCH_LOG_LINES_MAX_PER_JOB,
+        )
+        return Response({"accepted": accepted}, status=status.HTTP_202_ACCEPTED)
+
+
+class RunnerConfigApi(APIView):
+    """The server's lease defaults: lease length, heartbeat interval, backoff curve, limits."""
+
+    required_scope = RUNNER
+
+    @extend_schema(responses={200: s.RunnerConfigOut, 401: OpenApiResponse(s.ErrorOut),
+                              403: OpenApiResponse(s.ErrorOut)}, operation_id="runner_config")
+    def get(self, request: Request) -> Response:
+        return Response(LeaseConfig.from_settings().as_json())

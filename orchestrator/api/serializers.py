@@ -1,0 +1,291 @@
+"""Input and output serializers of the bridge (v1). Inputs reject unknown fields."""
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from ledger.canonical import canonical_json
+from ledger.models import Job, Lease
+from ledger.states import JobStatus
+
+from ..leasing import Grant
+
+NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,99}$"
+
+
+class StrictSerializer(serializers.Serializer):
+    """Refuses fields it does not declare (400 ``unknown_field``), so typos never pass silently."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError(
+                    {name: [serializers.ErrorDetail("unknown field", code="unknown_field")]
+                     for name in unknown})
+        return super().to_internal_value(data)
+
+
+def validate_payload_size(value: Any) -> Any:
+    limit = settings.ORCH_PAYLOAD_MAX_BYTES
+    size = len(canonical_json(value).encode("utf-8"))
+    if size > limit:
+        from .errors import ApiError
+
+        raise ApiError(413, "payload_too_large", f"payload is {size} bytes; the limit is {limit}",
+                       {"size_bytes": size, "limit_bytes": limit})
+    return value
+
+
+class EnqueueIn(StrictSerializer):
+    job_type = serializers.RegexField(NAME_RE)
+    project = serializers.RegexField(NAME_RE)
+    source = serializers.RegexField(NAME_RE, required=False, allow_null=True, default=None)
+    payload = serializers.DictField(required=False, default=dict)
+    priority = serializers.IntegerField(required=False, default=0, min_value=-1000, max_value=1000)
+    idempotency_key = serializers.CharField(required=False, allow_null=True, default=None,
+                                            min_length=1, max_length=200)
+    run_id = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=1)
+    not_before = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    max_attempts = serializers.IntegerField(required=False, allow_null=True, default=None,
+                                            min_value=1, max_value=100)
+    correlation_id = serializers.CharField(required=False, allow_null=True, default=None,
+                                           min_length=1, max_length=128)
+
+    def validate_payload(self, value: Any) -> Any:
+        return validate_payload_size(value)
+
+
+class RunIn(StrictSerializer):
+    project = serializers.RegexField(NAME_RE)
+    name = serializers.CharField(min_length=1, max_length=200)
+    source = serializers.RegexField(NAME_RE, required=False, allow_null=True, default=None)
+    correlation_id = serializers.CharField(required=False, allow_null=True, default=None,
+                                           min_length=1, max_length=128)
+
+
+class CancelIn(StrictSerializer):
+    reason = serializers.CharField(min_length=1, max_length=2000)
+
+
+class ClaimIn(StrictSerializer):
+    runner_id = serializers.RegexField(NAME_RE)
+    job_types = serializers.ListField(child=serializers.RegexField(NAME_RE), min_length=1,
+                                      max_length=50)
+    max_jobs = serializers.IntegerField(required=False, default=1, min_value=1, max_value=100)
+    wait_seconds = serializers.IntegerField(required=False, default=0, min_value=0, max_value=30)
+    lease_seconds = serializers.IntegerField(required=False, allow_null=True, default=None,
+                                             min_value=1)
+    claim_id = serializers.CharField(required=False, allow_null=True, default=None,
+                                     min_length=1, max_length=100)
+
+
+class ProgressIn(StrictSerializer):
+    done = serializers.IntegerField(min_value=0)
+    total = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=0)
+    message = serializers.CharField(required=False, allow_null=True, default=None,
+                                    max_length=2000, allow_blank=True)
+
+
+class HeartbeatIn(StrictSerializer):
+    progress = ProgressIn(required=False, allow_null=True, default=None)
+    extend_seconds = serializers.IntegerField(required=False, allow_null=True, default=None,
+                                              min_value=1)
+
+
+class ArtifactSerializer(StrictSerializer):
+    name = serializers.CharField(min_length=1, max_length=200)
+    uri = serializers.CharField(min_length=1, max_length=2000)
+    sha256 = serializers.RegexField(r"^[0-9a-f]{64}$")
+    size_bytes = serializers.IntegerField(min_value=0)
+    media_type = serializers.CharField(min_length=1, max_length=200)
+
+
+class AckIn(StrictSerializer):
+    result = serializers.JSONField(required=False, allow_null=True, default=None)
+    artifacts = ArtifactSerializer(many=True, required=False, default=list)
+
+    def validate_result(self, value: Any) -> Any:
+        return validate_payload_size(value)
+
+    def validate_artifacts(self, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if len(value) > 100:
+            raise serializers.ValidationError("at most 100 artifacts per ack")
+        names = [a["name"] for a in value]
+        if len(names) != len(set(names)):
+            raise serializers.ValidationError("artifact names must be unique within a job")
+        return value
+
+
+class ErrorIn(StrictSerializer):
+    code = serializers.RegexField(r"^[A-Za-z0-9_.:-]{1,100}$")
+    message = serializers.CharField(max_length=4000, allow_blank=True)
+
+
+class FailIn(StrictSerializer):
+    error = ErrorIn()
+    retryable = serializers.BooleanField()
+    retry_after_seconds = serializers.IntegerField(required=False, allow_null=True, default=None,
+                                                   min_value=0, max_value=86400)
+
+
+class ReleaseIn(StrictSerializer):
+    reason = serializers.CharField(required=False, allow_null=True, default="", max_length=2000,
+                                   allow_blank=True)
+
+
+class LogLineSerializer(StrictSerializer):
+    ts = serializers.DateTimeField()
+    level = serializers.ChoiceField(choices=["debug", "info", "warning", "error"])
+    message = serializers.CharField(max_length=8192, allow_blank=True, trim_whitespace=False)
+
+
+class LogsIn(StrictSerializer):
+    lines = LogLineSerializer(many=True, allow_empty=False, max_length=500)
+
+
+# --- Outputs -----------------------------------------------------------------------------------
+
+class RetryHintOut(serializers.Serializer):
+    backoff_seconds = serializers.IntegerField()
+    attempts_left = serializers.IntegerField()
+
+
+class LeaseOut(serializers.Serializer):
+    """The lease object handed to runners (bridge v1)."""
+
+    lease_id = serializers.UUIDField()
+    job_id = serializers.IntegerField()
+    fencing_token = serializers.IntegerField()
+    job_type = serializers.CharField()
+    tenant = serializers.CharField()
+    project = serializers.CharField()
+    source = serializers.CharField(allow_null=True)
+    payload = serializers.DictField()
+    idempotency_key = serializers.CharField(allow_null=True)
+    correlation_id = serializers.CharField(allow_null=True)
+    attempt = serializers.IntegerField()
+    max_attempts = serializers.IntegerField()
+    lease_seconds = serializers.IntegerField()
+    lease_expires_at = serializers.DateTimeField()
+    heartbeat_interval_seconds = serializers.IntegerField()
+    retry_hint = RetryHintOut()
+
+
+def lease_json(grant: Grant, source_names: dict[int, str]) -> dict[str, Any]:
+    """Render a grant as ``LeaseOut`` (by hand: this is the claim's hot path)."""
+    job, lease = grant.job, grant.lease
+    return {
+        "lease_id": str(lease.id),
+        "job_id": job.pk,
+        "fencing_token": lease.fencing_token,
+        "job_type": job.job_type,
+        "tenant": job.tenant,
+        "project": job.project,
+        "source": source_names.get(job.source_id) if job.source_id else None,
+        "payload": job.payload,
+        "idempotency_key": job.idempotency_key,
+        "correlation_id": job.correlation_id,
+        "attempt": lease.attempt,
+        "max_attempts": job.max_attempts,
+        "lease_seconds": lease.lease_seconds,
+        "lease_expires_at": lease.expires_at.isoformat().replace("+00:00", "Z"),
+        "heartbeat_interval_seconds": grant.heartbeat_interval_seconds,
+        "retry_hint": {"backoff_seconds": grant.backoff_seconds,
+                       "attempts_left": job.max_attempts - lease.attempt},
+    }
+
+
+class ClaimOut(serializers.Serializer):
+    leases = LeaseOut(many=True)
+
+
+class HeartbeatOut(serializers.Serializer):
+    lease_expires_at = serializers.DateTimeField()
+    lease_seconds = serializers.IntegerField()
+    cancel_requested = serializers.BooleanField()
+
+
+class OutcomeOut(serializers.Serializer):
+    job_id = serializers.IntegerField()
+    job_status = serializers.ChoiceField(choices=JobStatus.choices)
+    next_attempt_at = serializers.DateTimeField(allow_null=True)
+
+
+class AckOut(serializers.Serializer):
+    job_id = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=[JobStatus.SUCCEEDED])
+
+
+class LogsOut(serializers.Serializer):
+    accepted = serializers.IntegerField()
+
+
+class CurrentLeaseOut(serializers.ModelSerializer):
+    lease_id = serializers.UUIDField(source="id")
+    lease_expires_at = serializers.DateTimeField(source="expires_at")
+
+    class Meta:
+        model = Lease
+        fields = ["lease_id", "fencing_token", "attempt", "runner_id", "lease_expires_at",
+                  "progress"]
+
+
+class ArtifactOut(serializers.Serializer):
+    name = serializers.CharField()
+    uri = serializers.CharField()
+    sha256 = serializers.CharField()
+    size_bytes = serializers.IntegerField()
+    media_type = serializers.CharField()
+
+
+class JobOut(serializers.ModelSerializer):
+    job_id = serializers.IntegerField(source="pk")
+    source = serializers.SerializerMethodField()
+    run_id = serializers.IntegerField(allow_null=True)
+    lease = serializers.SerializerMethodField()
+    artifacts = ArtifactOut(many=True)
+
+    class Meta:
+        model = Job
+        fields = ["job_id", "tenant", "project", "job_type", "source", "run_id", "status",
+                  "priority", "attempt", "max_attempts", "fencing_token", "idempotency_key",
+                  "correlation_id", "payload", "not_before", "cancel_requested", "lease",
+                  "result", "artifacts", "last_error", "created_at", "updated_at", "finished_at"]
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_source(self, job: Job) -> str | None:
+        return job.source.name if job.source_id else None
+
+    @extend_schema_field(CurrentLeaseOut(allow_null=True))
+    def get_lease(self, job: Job) -> dict[str, Any] | None:
+        if job.status != JobStatus.LEASED or job.current_lease is None:
+            return None
+        return CurrentLeaseOut(job.current_lease).data
+
+
+class RunOut(serializers.Serializer):
+    run_id = serializers.IntegerField(source="pk")
+    project = serializers.CharField()
+    name = serializers.CharField()
+    correlation_id = serializers.CharField(allow_null=True)
+    created_at = serializers.DateTimeField()
+
+
+class RunnerConfigOut(serializers.Serializer):
+    lease_seconds = serializers.IntegerField()
+    min_lease_seconds = serializers.IntegerField()
+    max_lease_seconds = serializers.IntegerField()
+    heartbeat_interval_seconds = serializers.IntegerField()
+    max_wait_seconds = serializers.IntegerField()
+    max_jobs = serializers.IntegerField()
+    backoff = serializers.DictField()
+
+
+class ErrorOut(serializers.Serializer):
+    """``{"error": {"code", "message", "details"}}``"""
+
+    error = serializers.DictField()

@@ -1,0 +1,14 @@
+"""Lease-service errors. Each name says what the caller must do; HTTP mapping lives in
+``orchestrator/api/errors.py``."""
+from __future__ import annotations
+
+from ledger.exceptions import LedgerError
+
+
+class LeaseLost(LedgerError):
+    """The lease is no longer current (expired, reaped, re-claimed, released or ended).
+
+    The runner must stop working on the job and must not ack it; nothing was changed.
+    """
+
+    code = "lease_lost"

@@ -1,0 +1,467 @@
+"""The lease service: claim, heartbeat, ack, fail, release and logs on the Task Runner bridge.
+
+Invariants (see docs/state-machine.md):
+
+* A job is handed to at most one runner at a time. The claim locks ready rows with
+  ``SELECT ... FOR UPDATE SKIP LOCKED`` over ``job_claim_idx`` and flips them to ``leased`` in
+  the same short transaction, so concurrent claimers skip each other's rows instead of waiting.
+* Every lease carries a fencing token (the job's lease epoch, +1 per claim). A call naming a
+  lease that is no longer the job's current, unexpired lease raises ``LeaseLost`` and changes
+  nothing: the job row is locked first, then checked, then written.
+* Times come from the database clock (``ledger.clock.db_now``), read once per call.
+* A waiting claim holds no transaction: each attempt is its own short transaction.
+"""
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import IntegrityError, transaction
+
+from ledger.clock import db_now, require_aware
+from ledger.exceptions import NotFound
+from ledger.models import ActorType, Artifact, Claim, Job, JobEvent, JobLogLine, Lease, LeaseStatus
+from ledger.services import Actor, event_for, job_transition
+from ledger.states import JobStatus, require
+
+from . import wakeups
+from .exceptions import LeaseLost
+from .lease_config import LeaseConfig
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One lease handed out by a claim, with the job it covers (both as stored)."""
+
+    lease: Lease
+    job: Job
+    heartbeat_interval_seconds: int
+    backoff_seconds: int
+
+
+@dataclass(frozen=True)
+class HeartbeatState:
+    """Answer to a heartbeat: new expiry, granted length, and whether to stop (cancel)."""
+
+    lease_expires_at: datetime
+    lease_seconds: int
+    cancel_requested: bool
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an ending call left the job: ``job_status`` and, for a retry, ``next_attempt_at``."""
+
+    job_id: int
+    job_status: str
+    next_attempt_at: datetime | None = None
+    replayed: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "job_status": self.job_status,
+            "next_attempt_at": self.next_attempt_at.isoformat() if self.next_attempt_at else None,
+        }
+
+
+@dataclass(frozen=True)
+class ArtifactIn:
+    """An artifact reported with an ack. ``sha256`` is 64 lowercase hex; ``size_bytes`` >= 0."""
+
+    name: str
+    uri: str
+    sha256: str
+    size_bytes: int
+    media_type: str
+
+
+@dataclass(frozen=True)
+class LogLineIn:
+    """A runner log line: runner-side timestamp, level and message."""
+
+    ts: datetime
+    level: str
+    message: str
+
+
+class _NothingClaimed(Exception):
+    """Rolls back a claim transaction that found no job (and so its Claim row)."""
+
+
+def _runner(runner_id: str) -> Actor:
+    return Actor(ActorType.RUNNER, runner_id)
+
+
+def _now(now: datetime | None) -> datetime:
+    return require_aware(now) if now is not None else db_now()
+
+
+def lease_claim(*, tenant: str, runner_id: str, job_types: Sequence[str], max_jobs: int,
+                lease_for: timedelta | None = None, claim_id: str | None = None,
+                now: datetime | None = None, config: LeaseConfig | None = None) -> list[Grant]:
+    """Lease up to ``max_jobs`` ready jobs of ``job_types`` to ``runner_id``, in one transaction.
+
+    Jobs are taken by ``priority`` (high first), then by id (oldest first), skipping rows other
+    claimers hold locked. Each job gets a new ``Lease`` row (one per attempt), its fencing token
+    and attempt go up by one, and a ``job.leased`` event is appended.
+
+    With ``claim_id``: the first claim that grants leases records ``(tenant, runner_id,
+    claim_id)``; a repeat returns those same leases (as they stand now) and never new ones.
+    A claim that found nothing records nothing, so a retried ``claim_id`` may still poll.
+
+    Args:
+        lease_for: lease length; the server default when None; within the configured bounds.
+        now: aware instant standing for the database clock (tests); defaults to ``db_now()``.
+
+    Returns:
+        The grants, possibly empty.
+
+    Raises:
+        ValueError: ``max_jobs`` outside 1..config.max_jobs, or ``lease_for`` out of bounds.
+    """
+    config = config or LeaseConfig.from_settings()
+    if not 1 <= max_jobs <= config.max_jobs:
+        raise ValueError(f"max_jobs must be between 1 and {config.max_jobs}")
+    length = config.clamp_lease(lease_for)
+    types = sorted(set(job_types))
+    try:
+        with transaction.atomic():
+            now = _now(now)
+            claim = None
+            if claim_id is not None:
+                try:
+                    with transaction.atomic():
+                        claim = Claim.objects.create(
+                            tenant=tenant, runner_id=runner_id, claim_id=claim_id, created_at=now
+                        )
+                except IntegrityError:
+                    # Another request with this claim_id committed leases first (on PostgreSQL
+                    # our insert waited for it): answer with its leases.
+                    return _grants_of_claim(tenant, runner_id, claim_id, config)
+            # The claim query: served by job_claim_idx
+            # (tenant, job_type, priority DESC, id) WHERE status = 'ready'.
+            jobs = list(
+                Job.objects.select_for_update(skip_locked=True)
+                .filter(tenant=tenant, status=JobStatus.READY, job_type__in=types)
+                .order_by("-priority", "id")[:max_jobs]
+            )
+            if not jobs:
+                raise _NothingClaimed
+            return _grant(jobs, runner_id=runner_id, claim=claim, length=length, now=now,
+                          config=config)
+    except _NothingClaimed:
+        return []
+
+
+def _grant(jobs: list[Job], *, runner_id: str, claim: Claim | None, length: timedelta,
+           now: datetime, config: LeaseConfig) -> list[Grant]:
+    event_type = require(JobStatus.READY, JobStatus.LEASED)
+    actor = _runner(runner_id)
+    expires = now + length
+    seconds = int(length.total_seconds())
+    leases: list[Lease] = []
+    events: list[JobEvent] = []
+    for job in jobs:
+        lease = Lease(
+            id=uuid.uuid4(), job_id=job.pk, tenant=job.tenant,
+            fencing_token=job.fencing_token + 1, attempt=job.attempt + 1, runner_id=runner_id,
+            claim=claim, status=LeaseStatus.ACTIVE, lease_seconds=seconds, leased_at=now,
+            expires_at=expires,
+        )
+        leases.append(lease)
+        job.status = JobStatus.LEASED
+        job.fencing_token = lease.fencing_token
+        job.attempt = lease.attempt
+        job.current_lease = lease
+        job.lease_expires_at = expires
+        job.runner_id = runner_id
+        job.updated_at = now
+        events.append(event_for(job, type=event_type, actor=actor, now=now,
+                                from_status=JobStatus.READY, to_status=JobStatus.LEASED,
+                                lease_id=lease.id,
+                                data={"fencing_token": lease.fencing_token, "attempt": lease.attempt}))
+    Lease.objects.bulk_create(leases)
+    # The rows are locked by our FOR UPDATE and were 'ready' when locked: this write is the
+    # compare-and-set's second half, one statement for the whole batch.
+    Job.objects.bulk_update(
+        jobs, ["status", "fencing_token", "attempt", "current_lease", "lease_expires_at",
+               "runner_id", "updated_at"],
+    )
+    JobEvent.objects.bulk_create(events)
+    interval = config.heartbeat_for(length)
+    return [
+        Grant(lease=lease, job=job, heartbeat_interval_seconds=interval,
+              backoff_seconds=int(config.backoff.ceiling(job.attempt).total_seconds()))
+        for lease, job in zip(leases, jobs, strict=True)
+    ]
+
+
+def _grants_of_claim(tenant: str, runner_id: str, claim_id: str,
+                     config: LeaseConfig) -> list[Grant]:
+    leases = list(
+        Lease.objects.select_related("job")
+        .filter(claim__tenant=tenant, claim__runner_id=runner_id, claim__claim_id=claim_id)
+        .order_by("job__priority", "job_id")
+    )
+    return [
+        Grant(lease=lease, job=lease.job,
+              heartbeat_interval_seconds=config.heartbeat_for(timedelta(seconds=lease.lease_seconds)),
+              backoff_seconds=int(config.backoff.ceiling(lease.attempt).total_seconds()))
+        for lease in leases
+    ]
+
+
+def lease_claim_wait(*, wait: timedelta, config: LeaseConfig | None = None,
+                     **claim: Any) -> list[Grant]:
+    """``lease_claim``, long-polling up to ``wait`` while nothing is ready.
+
+    Between attempts the caller holds no transaction and sleeps on ``orchestrator.wakeups``
+    (woken at once by an enqueue in this process), re-checking on a capped exponential schedule
+    so jobs made ready by other processes are found within ``config.poll_max``.
+
+    Args:
+        wait: 0 for a single attempt; at most ``config.max_wait``.
+        claim: keyword arguments of ``lease_claim`` (without ``now``).
+
+    Raises:
+        ValueError: ``wait`` out of range, or as ``lease_claim``.
+    """
+    config = config or LeaseConfig.from_settings()
+    if not timedelta(0) <= wait <= config.max_wait:
+        raise ValueError(f"wait_seconds must be between 0 and {int(config.max_wait.total_seconds())}")
+    deadline = time.monotonic() + wait.total_seconds()
+    delay = config.poll_min.total_seconds()
+    while True:
+        seen = wakeups.generation()
+        grants = lease_claim(config=config, **claim)
+        remaining = deadline - time.monotonic()
+        if grants or remaining <= 0:
+            return grants
+        woken = wakeups.wait(seen, min(delay, remaining))
+        delay = config.poll_min.total_seconds() if woken else min(
+            delay * 2, config.poll_max.total_seconds())
+
+
+def _lock_current(tenant: str, lease_id: uuid.UUID, now: datetime) -> tuple[Job, Lease] | Lease:
+    """Lock the job whose current lease is ``lease_id`` and return ``(job, lease)`` when that
+    lease is still live; otherwise return the (ended or superseded) ``Lease`` row.
+
+    Raises:
+        NotFound: no such lease for this tenant.
+    """
+    job = (
+        Job.objects.select_for_update(of=("self",))
+        .select_related("current_lease")
+        .filter(current_lease_id=lease_id, tenant=tenant)
+        .first()
+    )
+    if (job is not None and job.status == JobStatus.LEASED and job.lease_expires_at is not None
+            and job.lease_expires_at > now):
+        assert job.current_lease is not None
+        return job, job.current_lease
+    lease = Lease.objects.filter(pk=lease_id, tenant=tenant).first()
+    if lease is None:
+        raise NotFound(f"lease {lease_id} not found", lease_id=str(lease_id))
+    return lease
+
+
+def _lost(lease: Lease) -> LeaseLost:
+    return LeaseLost("the lease is no longer current; stop work on this job and do not ack it",
+                     lease_id=str(lease.id), job_id=lease.job_id, lease_status=lease.status,
+                     fencing_token=lease.fencing_token)
+
+
+def lease_heartbeat(*, tenant: str, lease_id: uuid.UUID, extend: timedelta | None = None,
+                    progress: dict[str, Any] | None = None, now: datetime | None = None,
+                    config: LeaseConfig | None = None) -> HeartbeatState:
+    """Extend a live lease to ``now + extend`` and record progress.
+
+    Args:
+        extend: new lease length from now; the lease's own length when None; within bounds.
+        progress: ``{"done": int, "total": int|None, "message": str|None}``, stored on the lease.
+
+    Returns:
+        The new expiry, the granted length and ``cancel_requested``.
+
+    Raises:
+        LeaseLost: the lease expired, was re-claimed, released or ended; nothing changed.
+        NotFound: no such lease for this tenant.
+        ValueError: ``extend`` out of bounds.
+    """
+    config = config or LeaseConfig.from_settings()
+    with transaction.atomic():
+        now = _now(now)
+        found = _lock_current(tenant, lease_id, now)
+        if isinstance(found, Lease):
+            raise _lost(found)
+        job, lease = found
+        length = config.clamp_lease(extend) if extend is not None else timedelta(
+            seconds=lease.lease_seconds)
+        expires = now + length
+        Job.objects.filter(pk=job.pk).update(lease_expires_at=expires, updated_at=now)
+        changes: dict[str, Any] = {"expires_at": expires, "heartbeat_at": now}
+        if progress is not None:
+            changes["progress"] = progress
+        Lease.objects.filter(pk=lease.pk).update(**changes)
+        if progress is not None:
+            event_for(job, type="job.progress", actor=_runner(lease.runner_id), now=now,
+                      lease_id=lease.id, data={"progress": progress}).save()
+        return HeartbeatState(lease_expires_at=expires, lease_seconds=int(length.total_seconds()),
+                              cancel_requested=job.cancel_requested)
+
+
+def lease_ack(*, tenant: str, lease_id: uuid.UUID, result: Any = None,
+              artifacts: Iterable[ArtifactIn] = (), now: datetime | None = None) -> Outcome:
+    """Mark the job of a live lease ``succeeded`` with its result and artifacts.
+
+    Idempotent: acking an already-acked lease returns the same outcome (``replayed=True``)
+    and writes nothing.
+
+    Raises:
+        LeaseLost: the lease is not current (and was not acked); nothing changed.
+        NotFound: no such lease for this tenant.
+    """
+    artifacts = list(artifacts)
+    with transaction.atomic():
+        now = _now(now)
+        found = _lock_current(tenant, lease_id, now)
+        if isinstance(found, Lease):
+            if found.status == LeaseStatus.ACKED:
+                return Outcome(job_id=found.job_id, job_status=JobStatus.SUCCEEDED, replayed=True)
+            raise _lost(found)
+        job, lease = found
+        job_transition(job=job, to=JobStatus.SUCCEEDED, actor=_runner(lease.runner_id), now=now,
+                       data={"fencing_token": lease.fencing_token, "artifacts": len(artifacts)},
+                       result=result)
+        outcome = Outcome(job_id=job.pk, job_status=JobStatus.SUCCEEDED)
+        Lease.objects.filter(pk=lease.pk).update(status=LeaseStatus.ACKED, ended_at=now,
+                                                 outcome=outcome.as_json())
+        if artifacts:
+            Artifact.objects.bulk_create([
+                Artifact(job_id=job.pk, lease_id=lease.pk, tenant=tenant, name=a.name, uri=a.uri,
+                         sha256=a.sha256, size_bytes=a.size_bytes, media_type=a.media_type,
+                         created_at=now)
+                for a in artifacts
+            ])
+        return outcome
+
+
+def lease_fail(*, tenant: str, lease_id: uuid.UUID, error: dict[str, str], retryable: bool,
+               retry_after: timedelta | None = None, now: datetime | None = None,
+               rng: random.Random | None = None, config: LeaseConfig | None = None) -> Outcome:
+    """Record a failed attempt and decide what comes next.
+
+    * cancel requested -> ``canceled``;
+    * not ``retryable``, or attempts exhausted -> ``dead_lettered``;
+    * otherwise ``scheduled`` until ``now + delay``: ``retry_after`` (capped at the backoff cap)
+      when given, else the full-jitter backoff of ``orchestrator.retry``.
+
+    Idempotent: repeating the fail of an already-failed lease returns its recorded outcome.
+
+    Raises:
+        LeaseLost: the lease is not current; nothing changed.
+        NotFound: no such lease for this tenant.
+    """
+    config = config or LeaseConfig.from_settings()
+    with transaction.atomic():
+        now = _now(now)
+        found = _lock_current(tenant, lease_id, now)
+        if isinstance(found, Lease):
+            if found.status == LeaseStatus.FAILED and found.outcome:
+                return _replayed(found)
+            raise _lost(found)
+        job, lease = found
+        next_at = None
+        if job.cancel_requested:
+            to = JobStatus.CANCELED
+        elif not retryable or job.attempt >= job.max_attempts:
+            to = JobStatus.DEAD_LETTERED
+        else:
+            to = JobStatus.SCHEDULED
+            delay = (min(retry_after, config.backoff.cap) if retry_after is not None
+                     else config.backoff.delay(job.attempt, rng=rng))
+            next_at = now + delay
+        changes: dict[str, Any] = {"last_error": error}
+        if next_at is not None:
+            changes["not_before"] = next_at
+        job_transition(job=job, to=to, actor=_runner(lease.runner_id), now=now,
+                       reason=error.get("message", "")[:2000],
+                       data={"error": error, "retryable": retryable,
+                             "fencing_token": lease.fencing_token, "attempt": job.attempt},
+                       **changes)
+        outcome = Outcome(job_id=job.pk, job_status=to, next_attempt_at=next_at)
+        Lease.objects.filter(pk=lease.pk).update(status=LeaseStatus.FAILED, ended_at=now,
+                                                 outcome=outcome.as_json())
+        return outcome
+
+
+def lease_release(*, tenant: str, lease_id: uuid.UUID, reason: str = "",
+                  now: datetime | None = None) -> Outcome:
+    """Give a live lease back: the job is ``ready`` again and its attempt is not consumed
+    (``canceled`` instead when a cancel was requested).
+
+    Idempotent: repeating the release of an already-released lease returns its outcome.
+
+    Raises:
+        LeaseLost: the lease is not current; nothing changed.
+        NotFound: no such lease for this tenant.
+    """
+    with transaction.atomic():
+        now = _now(now)
+        found = _lock_current(tenant, lease_id, now)
+        if isinstance(found, Lease):
+            if found.status == LeaseStatus.RELEASED and found.outcome:
+                return _replayed(found)
+            raise _lost(found)
+        job, lease = found
+        if job.cancel_requested:
+            to, changes = JobStatus.CANCELED, {}
+        else:
+            to, changes = JobStatus.READY, {"attempt": job.attempt - 1}
+        job_transition(job=job, to=to, actor=_runner(lease.runner_id), now=now, reason=reason,
+                       data={"fencing_token": lease.fencing_token}, **changes)
+        outcome = Outcome(job_id=job.pk, job_status=to)
+        Lease.objects.filter(pk=lease.pk).update(status=LeaseStatus.RELEASED, ended_at=now,
+                                                 outcome=outcome.as_json())
+        return outcome
+
+
+def _replayed(lease: Lease) -> Outcome:
+    stored = lease.outcome or {}
+    next_at = stored.get("next_attempt_at")
+    return Outcome(job_id=lease.job_id, job_status=stored["job_status"],
+                   next_attempt_at=datetime.fromisoformat(next_at) if next_at else None,
+                   replayed=True)
+
+
+def lease_logs_append(*, tenant: str, lease_id: uuid.UUID, lines: Sequence[LogLineIn],
+                      max_per_job: int, now: datetime | None = None) -> int:
+    """Store log lines of a live lease, up to ``max_per_job`` lines per job in all.
+
+    Returns:
+        How many lines were stored (lines past the per-job bound are dropped, oldest kept).
+
+    Raises:
+        LeaseLost: the lease is not current; nothing stored.
+        NotFound: no such lease for this tenant.
+    """
+    with transaction.atomic():
+        now = _now(now)
+        found = _lock_current(tenant, lease_id, now)
+        if isinstance(found, Lease):
+            raise _lost(found)
+        job, lease = found
+        room = max(0, max_per_job - JobLogLine.objects.filter(job_id=job.pk).count())
+        kept = list(lines)[:room]
+        JobLogLine.objects.bulk_create([
+            JobLogLine(job_id=job.pk, lease_id=lease.pk, tenant=tenant, ts=line.ts,
+                       level=line.level, message=line.message, received_at=now)
+            for line in kept
+        ])
+        return len(kept)

@@ -1,0 +1,45 @@
+"""Wake-ups for long-polling claims inside one server process.
+
+A claim that found nothing waits on a condition variable instead of querying again at once.
+Enqueue, release, retry promotion and the reaper signal ``ledger.signals.jobs_ready`` after
+commit; this module turns that into a ``notify_all``. A wake-up from another process (another
+replica) is not seen here, so waiters also re-check on a capped exponential schedule
+(ORCH_CLAIM_POLL_MIN_MS doubling up to ORCH_CLAIM_POLL_MAX_MS): a lost or foreign wake-up delays a
+claim by at most the cap, and never loses a job, because PostgreSQL stays the truth.
+Cross-process wake-ups (LISTEN/NOTIFY, Redis, NATS) plug in here later.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+_condition = threading.Condition()
+_generation = 0
+
+
+def notify(**_: object) -> None:
+    """Wake every waiting claim in this process (a ``jobs_ready`` receiver)."""
+    global _generation
+    with _condition:
+        _generation += 1
+        _condition.notify_all()
+
+
+def generation() -> int:
+    """The current wake-up counter; pass it to ``wait`` to not miss a wake-up in between."""
+    return _generation
+
+
+def wait(seen: int, timeout: float) -> bool:
+    """Block up to ``timeout`` seconds unless a wake-up newer than ``seen`` happened.
+
+    Returns True if woken by a wake-up, False on timeout.
+    """
+    deadline = time.monotonic() + timeout
+    with _condition:
+        while _generation == seen:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            _condition.wait(remaining)
+        return True

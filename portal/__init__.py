@@ -1,0 +1,1 @@
+"""Operator portal: dashboard views, templates and the Django admin for ledger models."""

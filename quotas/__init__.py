@@ -1,0 +1,1 @@
+"""Admission policy: quotas, throttles and breakers (grows with the admission issue)."""

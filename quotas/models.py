@@ -1,0 +1,1 @@
+"""Quota, Throttle and CircuitBreaker models arrive with the admission-control issue."""

@@ -1,0 +1,60 @@
+"""The bridge end to end over HTTP (Django test client, real PostgreSQL)."""
+from __future__ import annotations
+
+import pytest
+
+from ledger.models import Artifact, JobEvent, Lease
+
+pytestmark = pytest.mark.django_db
+
+SHA = "a" * 64
+
+
+def _claim(client, **body):
+    body = {"runner_id": "r1", "job_types": ["test.noop"], **body}
+    response = client.post("/api/v1/claims", body, format="json")
+    assert response.status_code == 200, response.content
+    return response.json()["leases"]
+
+
+def test_enqueue_claim_heartbeat_ack_records_every_step(operator, runner):
+    created = operator.post("/api/v1/jobs", {"job_type": "test.noop", "project": "p",
+                                             "payload": {"n": 1}, "source": "osv"}, format="json")
+    assert created.status_code == 201, created.content
+    job_id = created.json()["job_id"]
+
+    [lease] = _claim(runner)
+    assert lease["job_id"] == job_id
+    assert lease["fencing_token"] == 1 and lease["attempt"] == 1
+    assert lease["payload"] == {"n": 1} and lease["source"] == "osv"
+    assert lease["heartbeat_interval_seconds"] <= lease["lease_seconds"] // 3
+    assert lease["retry_hint"]["attempts_left"] == lease["max_attempts"] - 1
+
+    beat = runner.post(f"/api/v1/leases/{lease['lease_id']}/heartbeat",
+                       {"progress": {"done": 1, "total": 2}}, format="json")
+    assert beat.status_code == 200, beat.content
+    assert beat.json()["cancel_requested"] is False
+
+    ack_body = {"result": {"records": 2}, "artifacts": [
+        {"name": "out.ndjson", "uri": "file:///tmp/out.ndjson", "sha256": SHA,
+         "size_bytes": 10, "media_type": "application/x-ndjson"}]}
+    ack = runner.post(f"/api/v1/leases/{lease['lease_id']}/ack", ack_body, format="json")
+    assert ack.status_code == 200, ack.content
+    again = runner.post(f"/api/v1/leases/{lease['lease_id']}/ack", ack_body, format="json")
+    assert again.status_code == 200
+
+    job = operator.get(f"/api/v1/jobs/{job_id}").json()
+    assert job["status"] == "succeeded" and job["result"] == {"records": 2}
+    assert job["artifacts"][0]["sha256"] == SHA
+    assert Artifact.objects.count() == 1
+    assert Lease.objects.get().status == "acked"
+    types = list(JobEvent.objects.filter(job_id=job_id).order_by("id").values_list("type", flat=True))
+    assert types == ["job.created", "job.leased", "job.progress", "job.succeeded"]
+
+
+def test_runner_config_serves_the_server_defaults(runner, settings):
+    body = runner.get("/api/v1/runner-config").json()
+    assert body["lease_seconds"] == settings.ORCH_LEASE_SECONDS
+    assert body["heartbeat_interval_seconds"] == settings.ORCH_HEARTBEAT_INTERVAL_SECONDS
+    assert body["backoff"] == {"base_seconds": settings.ORCH_RETRY_BASE_SECONDS,
+                               "max_seconds": settings.ORCH_RETRY_MAX_SECONDS, "jitter": "full"}
