@@ -6,12 +6,14 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from rest_framework.permissions import AllowAny
 
+from orchestrator.health import healthz
 from portal import urls as portal_urls
 
 # The schema and its viewer are public documents.
 _public = {"authentication_classes": [], "permission_classes": [AllowAny]}
 
 urlpatterns = [
+    path("healthz", healthz, name="healthz"),
     path("api/v1/", include("orchestrator.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(**_public), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema", **_public), name="api-docs"),

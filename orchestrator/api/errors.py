@@ -51,24 +51,32 @@ _DRF_CODES = {
 }
 
 
+_SPECIFIC_CODES = ("unknown_field", "invalid_characters", "too_deep")
+
+
+def _codes(detail: Any) -> set[str]:
+    """Every ErrorDetail code anywhere in a (nested) DRF validation detail."""
+    found: set[str] = set()
+    stack = [detail]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif getattr(item, "code", None):
+            found.add(item.code)
+    return found
+
+
 def _validation_details(detail: Any) -> tuple[str, dict[str, Any]]:
-    """Flatten DRF validation details to ``{field: [messages]}`` and pick a top code."""
-    code = "validation_error"
+    """Pick the top code (a specific one such as ``unknown_field`` wins over
+    ``validation_error``) and render details as ``{"fields": ...}`` or ``{"errors": [...]}``."""
+    codes = _codes(detail)
+    code = next((c for c in _SPECIFIC_CODES if c in codes), "validation_error")
     if isinstance(detail, dict):
-        fields = {}
-        for name, errors in detail.items():
-            items = errors if isinstance(errors, list) else [errors]
-            fields[name] = [str(e) for e in items] if all(
-                not isinstance(e, dict | list) for e in items) else errors
-            for e in items:
-                if getattr(e, "code", None) in ("unknown_field", "invalid_characters"):
-                    code = e.code
-        return code, {"fields": fields}
-    items = detail if isinstance(detail, list) else [detail]
-    for e in items:
-        if getattr(e, "code", None) in ("unknown_field", "invalid_characters"):
-            code = e.code
-    return code, {"errors": [str(e) for e in items]}
+        return code, {"fields": detail}
+    return code, {"errors": detail if isinstance(detail, list) else [detail]}
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:

@@ -29,6 +29,15 @@ class StrictSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
+class StrictBooleanField(serializers.BooleanField):
+    """Only JSON ``true``/``false``: DRF's BooleanField would also take "yes", 1 or "on"."""
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
 def validate_payload_size(value: Any) -> Any:
     limit = settings.ORCH_PAYLOAD_MAX_BYTES
     size = len(canonical_json(value).encode("utf-8"))
@@ -127,7 +136,7 @@ class ErrorIn(StrictSerializer):
 
 class FailIn(StrictSerializer):
     error = ErrorIn()
-    retryable = serializers.BooleanField()
+    retryable = StrictBooleanField()
     retry_after_seconds = serializers.IntegerField(required=False, allow_null=True, default=None,
                                                    min_value=0, max_value=86400)
 
