@@ -15,6 +15,7 @@ import time
 
 _condition = threading.Condition()
 _generation = 0
+_waiters = 0
 
 
 def notify(**_: object) -> None:
@@ -35,11 +36,21 @@ def wait(seen: int, timeout: float) -> bool:
 
     Returns True if woken by a wake-up, False on timeout.
     """
+    global _waiters
     deadline = time.monotonic() + timeout
     with _condition:
-        while _generation == seen:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            _condition.wait(remaining)
-        return True
+        _waiters += 1
+        try:
+            while _generation == seen:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                _condition.wait(remaining)
+            return True
+        finally:
+            _waiters -= 1
+
+
+def waiting() -> int:
+    """How many claims in this process are waiting right now (a gauge for metrics and tests)."""
+    return _waiters
