@@ -12,6 +12,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import close_old_connections
 
+from . import tasks  # noqa: F401  (registers the beat tasks on the app)
 from .celery import app
 
 log = logging.getLogger(__name__)
