@@ -164,6 +164,7 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {"JobStatusEnum": "ledger.states.JobStatus"},
 }
 
 # --- Authentication (bearer JWT, local signer until the Authority integration) ---------------

@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 from django.db import transaction
 
+from ledger.clock import db_now
 from ledger.models import Job, JobEvent
 from ledger.services import Actor, job_transition
 from ledger.states import TERMINAL, TRANSITIONS, IllegalTransition, JobStatus, require
-from ledger.clock import db_now
 
 
 def test_terminal_states_have_no_way_out():
