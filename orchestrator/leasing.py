@@ -13,6 +13,7 @@ Invariants (see docs/state-machine.md):
 """
 from __future__ import annotations
 
+import json
 import random
 import time
 import uuid
@@ -21,7 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from psycopg.types.json import Jsonb
 
 from ledger.clock import db_now, require_aware
 from ledger.exceptions import NotFound
@@ -32,6 +34,7 @@ from ledger.states import JobStatus, require
 from . import wakeups
 from .exceptions import LeaseLost
 from .lease_config import LeaseConfig
+from .lease_sql import ORCH_ACK_V1, ORCH_CLAIM_V1
 
 
 @dataclass(frozen=True)
@@ -130,33 +133,90 @@ def lease_claim(*, tenant: str, runner_id: str, job_types: Sequence[str], max_jo
         raise ValueError(f"max_jobs must be between 1 and {config.max_jobs}")
     length = config.clamp_lease(lease_for)
     types = sorted(set(job_types))
+    if now is not None:
+        require_aware(now)
+    postgres = connection.vendor == "postgresql"
+    if postgres and claim_id is None:
+        # The hot path: one statement in autocommit (orch_claim_v1).
+        return _claim_sql(tenant=tenant, runner_id=runner_id, types=types, max_jobs=max_jobs,
+                          length=length, claim_pk=None, now=now, config=config)
     try:
         with transaction.atomic():
-            now = _now(now)
             claim = None
             if claim_id is not None:
                 try:
                     with transaction.atomic():
-                        claim = Claim.objects.create(
-                            tenant=tenant, runner_id=runner_id, claim_id=claim_id, created_at=now
-                        )
+                        claim = Claim.objects.create(tenant=tenant, runner_id=runner_id,
+                                                     claim_id=claim_id, created_at=_now(now))
                 except IntegrityError:
                     # Another request with this claim_id committed leases first (on PostgreSQL
                     # our insert waited for it): answer with its leases.
                     return _grants_of_claim(tenant, runner_id, claim_id, config)
-            # The claim query: served by job_claim_idx
-            # (tenant, job_type, priority DESC, id) WHERE status = 'ready'.
-            jobs = list(
-                Job.objects.select_for_update(skip_locked=True)
-                .filter(tenant=tenant, status=JobStatus.READY, job_type__in=types)
-                .order_by("-priority", "id")[:max_jobs]
-            )
-            if not jobs:
-                raise _NothingClaimed
-            return _grant(jobs, runner_id=runner_id, claim=claim, length=length, now=now,
-                          config=config)
+            if postgres:
+                grants = _claim_sql(tenant=tenant, runner_id=runner_id, types=types,
+                                    max_jobs=max_jobs, length=length,
+                                    claim_pk=claim.pk if claim else None, now=now, config=config)
+            else:
+                grants = _claim_orm(tenant=tenant, runner_id=runner_id, types=types,
+                                    max_jobs=max_jobs, length=length, claim=claim,
+                                    now=_now(now), config=config)
+            if not grants:
+                raise _NothingClaimed  # roll back the Claim row: a retry may still poll
+            return grants
     except _NothingClaimed:
         return []
+
+
+def _claim_sql(*, tenant: str, runner_id: str, types: list[str], max_jobs: int,
+               length: timedelta, claim_pk: int | None, now: datetime | None,
+               config: LeaseConfig) -> list[Grant]:
+    seconds = int(length.total_seconds())
+    with connection.cursor() as cursor:
+        cursor.execute(ORCH_CLAIM_V1, {
+            "now": now, "tenant": tenant, "job_types": types, "limit": max_jobs,
+            "seconds": seconds, "runner": runner_id, "claim_pk": claim_pk,
+        })
+        rows = cursor.fetchall()
+    interval = config.heartbeat_for(length)
+    grants = []
+    for (job_id, job_tenant, project, job_type, source_id, run_id, payload, idempotency_key,
+         correlation_id, priority, attempt, max_attempts, fencing_token, lease_id, expires_at,
+         created_at, leased_at) in rows:
+        job = Job(id=job_id, tenant=job_tenant, project=project, job_type=job_type,
+                  source_id=source_id, run_id=run_id, payload=_json(payload),
+                  idempotency_key=idempotency_key, correlation_id=correlation_id,
+                  priority=priority, status=JobStatus.LEASED, attempt=attempt,
+                  max_attempts=max_attempts, fencing_token=fencing_token,
+                  current_lease_id=lease_id, lease_expires_at=expires_at, runner_id=runner_id,
+                  created_at=created_at, updated_at=leased_at)
+        lease = Lease(id=lease_id, job_id=job_id, tenant=job_tenant, fencing_token=fencing_token,
+                      attempt=attempt, runner_id=runner_id, claim_id=claim_pk,
+                      status=LeaseStatus.ACTIVE, lease_seconds=seconds, leased_at=leased_at,
+                      expires_at=expires_at)
+        grants.append(Grant(lease=lease, job=job, heartbeat_interval_seconds=interval,
+                            backoff_seconds=int(config.backoff.ceiling(attempt).total_seconds())))
+    return grants
+
+
+def _json(value: Any) -> Any:
+    """Raw cursors get jsonb as text on Django's psycopg 3 backend (JSONField decodes it)."""
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _claim_orm(*, tenant: str, runner_id: str, types: list[str], max_jobs: int,
+               length: timedelta, claim: Claim | None, now: datetime,
+               config: LeaseConfig) -> list[Grant]:
+    """The portable claim (SQLite in standalone mode), same writes as orch_claim_v1."""
+    # On SQLite the whole transaction holds the database's write lock (transaction_mode
+    # IMMEDIATE), so FOR UPDATE is neither needed nor emitted there.
+    jobs = list(
+        Job.objects.select_for_update(skip_locked=True)
+        .filter(tenant=tenant, status=JobStatus.READY, job_type__in=types)
+        .order_by("-priority", "id")[:max_jobs]
+    )
+    if not jobs:
+        return []
+    return _grant(jobs, runner_id=runner_id, claim=claim, length=length, now=now, config=config)
 
 
 def _grant(jobs: list[Job], *, runner_id: str, claim: Claim | None, length: timedelta,
@@ -255,17 +315,20 @@ def _lock_current(tenant: str, lease_id: uuid.UUID, now: datetime) -> tuple[Job,
     Raises:
         NotFound: no such lease for this tenant.
     """
-    job = (
+    found = (
         Job.objects.select_for_update(of=("self",))
         .select_related("current_lease")
         .filter(current_lease_id=lease_id, tenant=tenant)
-        .first()
+        # No ORDER BY (``first()`` would add one by pk, and the planner may then walk the
+        # primary key instead of the current_lease index): at most one job names a lease.
+        .order_by()[:1]
     )
+    job = found[0] if found else None
     if (job is not None and job.status == JobStatus.LEASED and job.lease_expires_at is not None
             and job.lease_expires_at > now):
         assert job.current_lease is not None
         return job, job.current_lease
-    lease = Lease.objects.filter(pk=lease_id, tenant=tenant).first()
+    lease = Lease.objects.filter(pk=lease_id, tenant=tenant).order_by().first()
     if lease is None:
         raise NotFound(f"lease {lease_id} not found", lease_id=str(lease_id))
     return lease
@@ -328,13 +391,23 @@ def lease_ack(*, tenant: str, lease_id: uuid.UUID, result: Any = None,
         NotFound: no such lease for this tenant.
     """
     artifacts = list(artifacts)
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(ORCH_ACK_V1, {
+                "now": require_aware(now) if now is not None else None, "lease_id": lease_id,
+                "tenant": tenant, "result": None if result is None else Jsonb(result),
+                "artifact_count": len(artifacts),
+                "artifacts": Jsonb([a.__dict__ for a in artifacts]),
+            })
+            row = cursor.fetchone()
+        if row is not None:
+            return Outcome(job_id=row[0], job_status=JobStatus.SUCCEEDED)
+        return _ack_not_current(tenant, lease_id)
     with transaction.atomic():
         now = _now(now)
         found = _lock_current(tenant, lease_id, now)
         if isinstance(found, Lease):
-            if found.status == LeaseStatus.ACKED:
-                return Outcome(job_id=found.job_id, job_status=JobStatus.SUCCEEDED, replayed=True)
-            raise _lost(found)
+            return _ack_not_current(tenant, lease_id, found)
         job, lease = found
         job_transition(job=job, to=JobStatus.SUCCEEDED, actor=_runner(lease.runner_id), now=now,
                        data={"fencing_token": lease.fencing_token, "artifacts": len(artifacts)},
@@ -350,6 +423,16 @@ def lease_ack(*, tenant: str, lease_id: uuid.UUID, result: Any = None,
                 for a in artifacts
             ])
         return outcome
+
+
+def _ack_not_current(tenant: str, lease_id: uuid.UUID, lease: Lease | None = None) -> Outcome:
+    """An ack that matched no live lease: a repeat of an ack (answer it again), else lost."""
+    lease = lease or Lease.objects.filter(pk=lease_id, tenant=tenant).order_by().first()
+    if lease is None:
+        raise NotFound(f"lease {lease_id} not found", lease_id=str(lease_id))
+    if lease.status == LeaseStatus.ACKED:
+        return Outcome(job_id=lease.job_id, job_status=JobStatus.SUCCEEDED, replayed=True)
+    raise _lost(lease)
 
 
 def lease_fail(*, tenant: str, lease_id: uuid.UUID, error: dict[str, str], retryable: bool,

@@ -15,7 +15,7 @@ from ledger.clock import db_now
 from ledger.models import Job, JobEvent
 from orchestrator.leasing import lease_claim
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.postgres]
 BROKER = "redis://127.0.0.1:6379/15"
 
 

@@ -47,6 +47,7 @@ def test_a_waiting_claim_is_woken_by_an_enqueue(enqueue, settings):
     assert result["waited"] < 10, "woken by the enqueue, not by the end of the wait"
 
 
+@pytest.mark.postgres
 def test_a_waiting_claim_holds_no_transaction_and_does_not_busy_poll(settings):
     pid = {}
     seen_states = []

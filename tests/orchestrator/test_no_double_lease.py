@@ -11,7 +11,7 @@ from ledger.models import Job, JobEvent, Lease
 
 from .claim_worker import run
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.postgres]
 JOBS = 2000
 
 
