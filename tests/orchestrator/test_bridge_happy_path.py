@@ -58,3 +58,42 @@ def test_runner_config_serves_the_server_defaults(runner, settings):
     assert body["heartbeat_interval_seconds"] == settings.ORCH_HEARTBEAT_INTERVAL_SECONDS
     assert body["backoff"] == {"base_seconds": settings.ORCH_RETRY_BASE_SECONDS,
                                "max_seconds": settings.ORCH_RETRY_MAX_SECONDS, "jitter": "full"}
+
+
+def test_old_holder_gets_409_lease_lost_over_http_and_changes_nothing(operator, runner):
+    from datetime import timedelta
+
+    from django.forms.models import model_to_dict
+
+    from ledger.clock import db_now
+    from ledger.models import Job
+    from orchestrator.leasing import lease_claim
+    from orchestrator.reaper import leases_reap_expired
+    from orchestrator.scheduling import jobs_promote_due
+
+    job_id = operator.post("/api/v1/jobs", {"job_type": "test.noop", "project": "p"},
+                           format="json").json()["job_id"]
+    # The first holder's lease started an hour ago and ran out long since.
+    [old] = lease_claim(tenant="acme", runner_id="stale", job_types=["test.noop"], max_jobs=1,
+                        now=db_now() - timedelta(hours=1))
+    assert leases_reap_expired().expired == 1
+    Job.objects.filter(pk=job_id).update(not_before=db_now())
+    assert jobs_promote_due() == 1
+    [new] = _claim(runner)
+    assert new["fencing_token"] == old.lease.fencing_token + 1
+
+    before = (model_to_dict(Job.objects.get(pk=job_id)), JobEvent.objects.count(),
+              Lease.objects.filter(status="active").count())
+    for action, body in [("heartbeat", {}), ("ack", {}), ("release", {}),
+                         ("fail", {"error": {"code": "x", "message": "m"}, "retryable": True}),
+                         ("logs", {"lines": [{"ts": "2026-01-01T00:00:00Z", "level": "info",
+                                              "message": "late"}]})]:
+        response = runner.post(f"/api/v1/leases/{old.lease.pk}/{action}", body, format="json")
+        assert response.status_code == 409, (action, response.content)
+        error = response.json()["error"]
+        assert error["code"] == "lease_lost"
+        assert error["details"]["lease_status"] == "expired"
+    after = (model_to_dict(Job.objects.get(pk=job_id)), JobEvent.objects.count(),
+             Lease.objects.filter(status="active").count())
+    assert after == before
+    assert runner.post(f"/api/v1/leases/{new['lease_id']}/ack", {}, format="json").status_code == 200
