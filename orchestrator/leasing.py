@@ -17,8 +17,8 @@ import json
 import random
 import time
 import uuid
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -452,14 +452,8 @@ def lease_fail(*, tenant: str, lease_id: uuid.UUID, error: dict[str, str], retry
         NotFound: no such lease for this tenant.
     """
     config = config or LeaseConfig.from_settings()
-    with transaction.atomic():
-        now = _now(now)
-        found = _lock_current(tenant, lease_id, now)
-        if isinstance(found, Lease):
-            if found.status == LeaseStatus.FAILED and found.outcome:
-                return _replayed(found)
-            raise _lost(found)
-        job, lease = found
+
+    def decide(job: Job, lease: Lease, now: datetime) -> _Decision:
         next_at = None
         if job.cancel_requested:
             to = JobStatus.CANCELED
@@ -473,15 +467,13 @@ def lease_fail(*, tenant: str, lease_id: uuid.UUID, error: dict[str, str], retry
         changes: dict[str, Any] = {"last_error": error}
         if next_at is not None:
             changes["not_before"] = next_at
-        job_transition(job=job, to=to, actor=_runner(lease.runner_id), now=now,
-                       reason=error.get("message", "")[:2000],
-                       data={"error": error, "retryable": retryable,
-                             "fencing_token": lease.fencing_token, "attempt": job.attempt},
-                       **changes)
-        outcome = Outcome(job_id=job.pk, job_status=to, next_attempt_at=next_at)
-        Lease.objects.filter(pk=lease.pk).update(status=LeaseStatus.FAILED, ended_at=now,
-                                                 outcome=outcome.as_json())
-        return outcome
+        return _Decision(to=to, next_at=next_at, changes=changes,
+                         reason=error.get("message", "")[:2000],
+                         data={"error": error, "retryable": retryable,
+                               "fencing_token": lease.fencing_token, "attempt": job.attempt})
+
+    return _end_attempt(tenant=tenant, lease_id=lease_id, now=now, ending=LeaseStatus.FAILED,
+                        decide=decide)
 
 
 def lease_release(*, tenant: str, lease_id: uuid.UUID, reason: str = "",
@@ -495,22 +487,47 @@ def lease_release(*, tenant: str, lease_id: uuid.UUID, reason: str = "",
         LeaseLost: the lease is not current; nothing changed.
         NotFound: no such lease for this tenant.
     """
+
+    def decide(job: Job, lease: Lease, now: datetime) -> _Decision:
+        data = {"fencing_token": lease.fencing_token}
+        if job.cancel_requested:
+            return _Decision(to=JobStatus.CANCELED, reason=reason, data=data)
+        return _Decision(to=JobStatus.READY, changes={"attempt": job.attempt - 1},
+                         reason=reason, data=data)
+
+    return _end_attempt(tenant=tenant, lease_id=lease_id, now=now, ending=LeaseStatus.RELEASED,
+                        decide=decide)
+
+
+@dataclass(frozen=True)
+class _Decision:
+    """What ending an attempt does to its job: the target status and the fields it sets."""
+
+    to: str
+    next_at: datetime | None = None
+    changes: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def _end_attempt(*, tenant: str, lease_id: uuid.UUID, now: datetime | None, ending: str,
+                 decide: Callable[[Job, Lease, datetime], _Decision]) -> Outcome:
+    """The shared body of fail and release: lock the job of a live lease, apply ``decide``,
+    end the lease ``ending`` with the outcome stored on it; a repeat of the same ending
+    returns the stored outcome; anything else on a lease that is not live is ``LeaseLost``."""
     with transaction.atomic():
         now = _now(now)
         found = _lock_current(tenant, lease_id, now)
         if isinstance(found, Lease):
-            if found.status == LeaseStatus.RELEASED and found.outcome:
+            if found.status == ending and found.outcome:
                 return _replayed(found)
             raise _lost(found)
         job, lease = found
-        if job.cancel_requested:
-            to, changes = JobStatus.CANCELED, {}
-        else:
-            to, changes = JobStatus.READY, {"attempt": job.attempt - 1}
-        job_transition(job=job, to=to, actor=_runner(lease.runner_id), now=now, reason=reason,
-                       data={"fencing_token": lease.fencing_token}, **changes)
-        outcome = Outcome(job_id=job.pk, job_status=to)
-        Lease.objects.filter(pk=lease.pk).update(status=LeaseStatus.RELEASED, ended_at=now,
+        decision = decide(job, lease, now)
+        job_transition(job=job, to=decision.to, actor=_runner(lease.runner_id), now=now,
+                       reason=decision.reason, data=decision.data, **decision.changes)
+        outcome = Outcome(job_id=job.pk, job_status=decision.to, next_attempt_at=decision.next_at)
+        Lease.objects.filter(pk=lease.pk).update(status=ending, ended_at=now,
                                                  outcome=outcome.as_json())
         return outcome
 
