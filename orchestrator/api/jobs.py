@@ -40,7 +40,7 @@ class JobListQuery(s.StrictSerializer):
     status = drf.ChoiceField(choices=JobStatus.choices, required=False)
     job_type = drf.CharField(required=False, max_length=100)
     source = drf.CharField(required=False, max_length=100)
-    run = drf.IntegerField(required=False, min_value=1)
+    run = drf.IntegerField(required=False, min_value=1, max_value=s.MAX_INT)
     correlation_id = drf.CharField(required=False, max_length=128)
     created_after = drf.DateTimeField(required=False)
     cursor = drf.CharField(required=False)

@@ -29,6 +29,42 @@ class StrictSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
+MAX_INT = 2**63 - 1
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """Only JSON integers (DRF's IntegerField would also take "5", 5.0 or true), bounded to
+    64 bits so nothing overflows a database column or a timedelta."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("max_value", MAX_INT)
+        kwargs.setdefault("min_value", -MAX_INT)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictCharField(serializers.CharField):
+    """Only JSON strings (DRF's CharField would turn 123 into "123")."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictRegexField(serializers.RegexField):
+    """``StrictCharField`` with a pattern."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class StrictBooleanField(serializers.BooleanField):
     """Only JSON ``true``/``false``: DRF's BooleanField would also take "yes", 1 or "on"."""
 
@@ -50,18 +86,18 @@ def validate_payload_size(value: Any) -> Any:
 
 
 class EnqueueIn(StrictSerializer):
-    job_type = serializers.RegexField(NAME_RE)
-    project = serializers.RegexField(NAME_RE)
-    source = serializers.RegexField(NAME_RE, required=False, allow_null=True, default=None)
+    job_type = StrictRegexField(NAME_RE)
+    project = StrictRegexField(NAME_RE)
+    source = StrictRegexField(NAME_RE, required=False, allow_null=True, default=None)
     payload = serializers.DictField(required=False, default=dict)
-    priority = serializers.IntegerField(required=False, default=0, min_value=-1000, max_value=1000)
-    idempotency_key = serializers.CharField(required=False, allow_null=True, default=None,
+    priority = StrictIntegerField(required=False, default=0, min_value=-1000, max_value=1000)
+    idempotency_key = StrictCharField(required=False, allow_null=True, default=None,
                                             min_length=1, max_length=200)
-    run_id = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=1)
+    run_id = StrictIntegerField(required=False, allow_null=True, default=None, min_value=1)
     not_before = serializers.DateTimeField(required=False, allow_null=True, default=None)
-    max_attempts = serializers.IntegerField(required=False, allow_null=True, default=None,
+    max_attempts = StrictIntegerField(required=False, allow_null=True, default=None,
                                             min_value=1, max_value=100)
-    correlation_id = serializers.CharField(required=False, allow_null=True, default=None,
+    correlation_id = StrictCharField(required=False, allow_null=True, default=None,
                                            min_length=1, max_length=128)
 
     def validate_payload(self, value: Any) -> Any:
@@ -69,48 +105,48 @@ class EnqueueIn(StrictSerializer):
 
 
 class RunIn(StrictSerializer):
-    project = serializers.RegexField(NAME_RE)
-    name = serializers.CharField(min_length=1, max_length=200)
-    source = serializers.RegexField(NAME_RE, required=False, allow_null=True, default=None)
-    correlation_id = serializers.CharField(required=False, allow_null=True, default=None,
+    project = StrictRegexField(NAME_RE)
+    name = StrictCharField(min_length=1, max_length=200)
+    source = StrictRegexField(NAME_RE, required=False, allow_null=True, default=None)
+    correlation_id = StrictCharField(required=False, allow_null=True, default=None,
                                            min_length=1, max_length=128)
 
 
 class CancelIn(StrictSerializer):
-    reason = serializers.CharField(min_length=1, max_length=2000)
+    reason = StrictCharField(min_length=1, max_length=2000)
 
 
 class ClaimIn(StrictSerializer):
-    runner_id = serializers.RegexField(NAME_RE)
-    job_types = serializers.ListField(child=serializers.RegexField(NAME_RE), min_length=1,
+    runner_id = StrictRegexField(NAME_RE)
+    job_types = serializers.ListField(child=StrictRegexField(NAME_RE), min_length=1,
                                       max_length=50)
-    max_jobs = serializers.IntegerField(required=False, default=1, min_value=1, max_value=100)
-    wait_seconds = serializers.IntegerField(required=False, default=0, min_value=0, max_value=30)
-    lease_seconds = serializers.IntegerField(required=False, allow_null=True, default=None,
+    max_jobs = StrictIntegerField(required=False, default=1, min_value=1, max_value=100)
+    wait_seconds = StrictIntegerField(required=False, default=0, min_value=0, max_value=30)
+    lease_seconds = StrictIntegerField(required=False, allow_null=True, default=None,
                                              min_value=1)
-    claim_id = serializers.CharField(required=False, allow_null=True, default=None,
+    claim_id = StrictCharField(required=False, allow_null=True, default=None,
                                      min_length=1, max_length=100)
 
 
 class ProgressIn(StrictSerializer):
-    done = serializers.IntegerField(min_value=0)
-    total = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=0)
-    message = serializers.CharField(required=False, allow_null=True, default=None,
+    done = StrictIntegerField(min_value=0)
+    total = StrictIntegerField(required=False, allow_null=True, default=None, min_value=0)
+    message = StrictCharField(required=False, allow_null=True, default=None,
                                     max_length=2000, allow_blank=True)
 
 
 class HeartbeatIn(StrictSerializer):
     progress = ProgressIn(required=False, allow_null=True, default=None)
-    extend_seconds = serializers.IntegerField(required=False, allow_null=True, default=None,
+    extend_seconds = StrictIntegerField(required=False, allow_null=True, default=None,
                                               min_value=1)
 
 
 class ArtifactSerializer(StrictSerializer):
-    name = serializers.CharField(min_length=1, max_length=200)
-    uri = serializers.CharField(min_length=1, max_length=2000)
-    sha256 = serializers.RegexField(r"^[0-9a-f]{64}$")
-    size_bytes = serializers.IntegerField(min_value=0)
-    media_type = serializers.CharField(min_length=1, max_length=200)
+    name = StrictCharField(min_length=1, max_length=200)
+    uri = StrictCharField(min_length=1, max_length=2000)
+    sha256 = StrictRegexField(r"^[0-9a-f]{64}$")
+    size_bytes = StrictIntegerField(min_value=0)
+    media_type = StrictCharField(min_length=1, max_length=200)
 
 
 class AckIn(StrictSerializer):
@@ -130,26 +166,26 @@ class AckIn(StrictSerializer):
 
 
 class ErrorIn(StrictSerializer):
-    code = serializers.RegexField(r"^[A-Za-z0-9_.:-]{1,100}$")
-    message = serializers.CharField(max_length=4000, allow_blank=True)
+    code = StrictRegexField(r"^[A-Za-z0-9_.:-]{1,100}$")
+    message = StrictCharField(max_length=4000, allow_blank=True)
 
 
 class FailIn(StrictSerializer):
     error = ErrorIn()
     retryable = StrictBooleanField()
-    retry_after_seconds = serializers.IntegerField(required=False, allow_null=True, default=None,
+    retry_after_seconds = StrictIntegerField(required=False, allow_null=True, default=None,
                                                    min_value=0, max_value=86400)
 
 
 class ReleaseIn(StrictSerializer):
-    reason = serializers.CharField(required=False, allow_null=True, default="", max_length=2000,
+    reason = StrictCharField(required=False, allow_null=True, default="", max_length=2000,
                                    allow_blank=True)
 
 
 class LogLineSerializer(StrictSerializer):
     ts = serializers.DateTimeField()
     level = serializers.ChoiceField(choices=["debug", "info", "warning", "error"])
-    message = serializers.CharField(max_length=8192, allow_blank=True, trim_whitespace=False)
+    message = StrictCharField(max_length=8192, allow_blank=True, trim_whitespace=False)
 
 
 class LogsIn(StrictSerializer):

@@ -36,6 +36,12 @@ JOB = {"job_type": "test.noop", "project": "p"}
 CASES = [
     # (path template, body, status, code)
     ("/api/v1/jobs", {**JOB, "priority": "high"}, 400, "validation_error"),
+    ("/api/v1/jobs", {**JOB, "priority": "5"}, 400, "validation_error"),
+    ("/api/v1/jobs", {**JOB, "priority": 5.0}, 400, "validation_error"),
+    ("/api/v1/jobs", {**JOB, "priority": True}, 400, "validation_error"),
+    ("/api/v1/jobs", {**JOB, "project": 123}, 400, "validation_error"),
+    ("/api/v1/jobs", {**JOB, "run_id": 2**70}, 400, "validation_error"),
+    ("/api/v1/jobs", {**JOB, "idempotency_key": ["k"]}, 400, "validation_error"),
     ("/api/v1/jobs", {**JOB, "payload": [1, 2]}, 400, "validation_error"),
     ("/api/v1/jobs", {**JOB, "max_attempts": 0}, 400, "validation_error"),
     ("/api/v1/jobs", {**JOB, "colour": "red"}, 400, "unknown_field"),
@@ -50,8 +56,13 @@ CASES = [
     ("/api/v1/claims", {"runner_id": "r", "job_types": ["t"], "wait_seconds": 31}, 400, "validation_error"),
     ("/api/v1/claims", {"runner_id": "r", "job_types": ["t"], "lease_seconds": 1}, 400, "validation_error"),
     ("/api/v1/claims", {"runner_id": "r", "job_types": []}, 400, "validation_error"),
+    ("/api/v1/claims", {"runner_id": "r", "job_types": ["t"], "max_jobs": "5"}, 400, "validation_error"),
+    ("/api/v1/claims", {"runner_id": "r", "job_types": ["t"] * 10000}, 400, "validation_error"),
+    ("/api/v1/claims", {"runner_id": "r", "job_types": ["t"], "lease_seconds": 10**30}, 400, "validation_error"),
     ("/api/v1/claims", {"runner": "r", "job_types": ["t"]}, 400, "unknown_field"),
     ("/api/v1/leases/{lease}/heartbeat", {"extend_seconds": 100000}, 400, "validation_error"),
+    ("/api/v1/leases/{lease}/heartbeat", {"extend_seconds": 10**30}, 400, "validation_error"),
+    ("/api/v1/leases/{lease}/heartbeat", {"progress": {"done": 2**64}}, 400, "validation_error"),
     ("/api/v1/leases/{lease}/heartbeat", {"progress": {"done": -1}}, 400, "validation_error"),
     ("/api/v1/leases/{lease}/heartbeat", {"progress": {"done": 1, "eta": 3}}, 400, "unknown_field"),
     ("/api/v1/leases/{lease}/ack", {"artifacts": [{"name": "a", "uri": "u", "sha256": "zz",
@@ -121,6 +132,11 @@ def test_unknown_route_is_a_json_404(runner):
     response = runner.get("/api/v1/nothing-here")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+
+
+def test_huge_ids_in_the_path_are_404(api):
+    assert api().get(f"/api/v1/jobs/{10**30}").status_code == 404
+    assert api().get(f"/api/v1/runs/{10**30}").status_code == 404
 
 
 def test_bad_list_filters_are_400(api):
