@@ -267,7 +267,7 @@ def _grants_of_claim(tenant: str, runner_id: str, claim_id: str,
     leases = list(
         Lease.objects.select_related("job")
         .filter(claim__tenant=tenant, claim__runner_id=runner_id, claim__claim_id=claim_id)
-        .order_by("job__priority", "job_id")
+        .order_by("-job__priority", "job_id")
     )
     return [
         Grant(lease=lease, job=lease.job,

@@ -205,8 +205,8 @@ def test_cancel_of_a_leased_job_reaches_the_runner_through_its_heartbeat(enqueue
 
 
 def test_claim_id_returns_the_same_leases_and_never_new_ones(enqueue):
-    for _ in range(4):
-        enqueue()
+    for priority in (1, 5, 0, 0):
+        enqueue(priority=priority)
     first = lease_claim(tenant=T, runner_id="r", job_types=["test.noop"], max_jobs=2, claim_id="c1")
     again = lease_claim(tenant=T, runner_id="r", job_types=["test.noop"], max_jobs=2, claim_id="c1")
     assert [g.lease.pk for g in again] == [g.lease.pk for g in first]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -49,6 +50,9 @@ __all__ = [
     "token_from_file",
     "MAX_LOG_LINES_PER_CALL",
     "MAX_LOG_MESSAGE_BYTES",
+    "MAX_ERROR_MESSAGE_CHARS",
+    "MAX_PROGRESS_MESSAGE_CHARS",
+    "MAX_REASON_CHARS",
 ]
 
 T = TypeVar("T")
@@ -58,6 +62,15 @@ TokenSource = str | Callable[[], str]
 
 MAX_LOG_LINES_PER_CALL = 500
 MAX_LOG_MESSAGE_BYTES = 8 * 1024
+# The server's limits on other free text (characters): a longer text is refused with 400,
+# which would lose the outcome or the heartbeat carrying it.
+MAX_ERROR_MESSAGE_CHARS = 4000  # fail: error.message
+MAX_PROGRESS_MESSAGE_CHARS = 2000  # heartbeat: progress.message
+MAX_REASON_CHARS = 2000  # release: reason
+_TRUNCATED = "...[truncated]"
+# The server refuses strings holding NUL (PostgreSQL jsonb cannot store it) or lone
+# surrogates (not encodable as UTF-8, e.g. a surrogate-escaped file name).
+_UNSENDABLE = re.compile("[\x00\ud800-\udfff]")
 
 ENQUEUE_OPTIONS = frozenset(
     {
@@ -196,12 +209,26 @@ def is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, TransportError | RateLimited | ServerError)
 
 
+def _sendable(text: str) -> str:
+    """``text`` with NUL and lone surrogates replaced by U+FFFD (the server refuses them)."""
+    return _UNSENDABLE.sub("\ufffd", str(text))
+
+
 def _truncate_utf8(text: str, limit: int) -> str:
+    """``text`` made sendable and cut to at most ``limit`` bytes of UTF-8."""
+    text = _sendable(text)
     raw = text.encode("utf-8")
     if len(raw) <= limit:
         return text
-    marker = "...[truncated]"
-    return raw[: limit - len(marker)].decode("utf-8", errors="ignore") + marker
+    return raw[: limit - len(_TRUNCATED)].decode("utf-8", errors="ignore") + _TRUNCATED
+
+
+def _truncate_chars(text: str, limit: int) -> str:
+    """``text`` made sendable and cut to at most ``limit`` characters."""
+    text = _sendable(text)
+    if len(text) <= limit:
+        return text
+    return text[: limit - len(_TRUNCATED)] + _TRUNCATED
 
 
 def _require(obj: Mapping[str, Any], key: str, typ: type | tuple[type, ...], what: str) -> Any:
@@ -251,7 +278,7 @@ class Client:
         timeout: per-request timeout in seconds (a claim adds its ``wait_seconds``).
         retry_seconds: how long ack, fail and release keep retrying a call that got no
             answer, 429 or 5xx, in seconds (they are idempotent on the server). 0 disables.
-        transport: an ``httpx`` transport, e.g. ``httpx.MockTransport`` in unit tests.
+        transport: an ``httpx`` transport (e.g. one that injects network faults in tests).
         user_agent: ``User-Agent`` header; defaults to ``stellaops-worker/<version>``.
 
     Every method raises ``TransportError`` (no answer), ``ApiError`` subclasses (error
@@ -419,7 +446,8 @@ class Client:
 
         Args:
             lease_id: the lease to extend.
-            progress: ``{"done", "total", "message"}`` counters, or ``None``.
+            progress: ``{"done", "total", "message"}`` counters, or ``None``; the message
+                is cut to 2,000 characters.
             extend_seconds: new expiry is now + this many seconds; ``None`` = server default.
 
         Returns:
@@ -428,6 +456,9 @@ class Client:
         Raises:
             LeaseLost: the lease is gone; stop the work and do not ack.
         """
+        if progress is not None and progress.get("message") is not None:
+            message = _truncate_chars(str(progress["message"]), MAX_PROGRESS_MESSAGE_CHARS)
+            progress = Progress(done=progress["done"], total=progress["total"], message=message)
         body = {"progress": progress, "extend_seconds": extend_seconds}
         data = self._json(
             self._request("POST", f"/leases/{lease_id}/heartbeat", body=body), "heartbeat"
@@ -484,7 +515,7 @@ class Client:
         Args:
             lease_id: the lease being failed.
             code: short error code (e.g. ``"ValueError"``, ``"canceled"``).
-            message: human-readable message (truncated to 8 KiB).
+            message: human-readable message (cut to 4,000 characters, the server's limit).
             retryable: ``False`` dead-letters the job (``canceled`` for code ``canceled``
                 after a cancel request); ``True`` schedules a retry if attempts are left.
             retry_after_seconds: minimum delay before the retry in seconds, or ``None``.
@@ -497,7 +528,7 @@ class Client:
             LeaseLost: the lease is no longer current.
         """
         body = {
-            "error": {"code": code, "message": _truncate_utf8(message, MAX_LOG_MESSAGE_BYTES)},
+            "error": {"code": code, "message": _truncate_chars(message, MAX_ERROR_MESSAGE_CHARS)},
             "retryable": retryable,
             "retry_after_seconds": retry_after_seconds,
         }
@@ -521,7 +552,7 @@ class Client:
         Raises:
             LeaseLost: the lease is no longer current.
         """
-        body = {"reason": reason}
+        body = {"reason": None if reason is None else _truncate_chars(reason, MAX_REASON_CHARS)}
 
         def call() -> JSONObject:
             return self._json(
@@ -533,7 +564,8 @@ class Client:
     def logs(self, lease_id: str, lines: Sequence[LogLine]) -> int:
         """``POST /leases/{lease_id}/logs`` in batches of at most 500 lines.
 
-        Messages longer than 8 KiB (UTF-8) are truncated. Single attempt per batch: on an
+        Messages longer than 8 KiB (UTF-8) are truncated; in every free-text field the SDK
+        replaces NUL and lone surrogates, which the server refuses, with U+FFFD. Single attempt per batch: on an
         error the batches already sent stay sent and the exception propagates.
 
         Returns:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import signal
 import socket
 import threading
@@ -58,6 +59,37 @@ _FINAL_FLUSH_RETRY_SECONDS = 10.0
 _RELEASE_RETRY_SECONDS = 5.0
 # Log "server unreachable" at most this often while a claim keeps failing, in seconds.
 _UNREACHABLE_LOG_EVERY_SECONDS = 30.0
+# What the server accepts as ``error.code`` and ``retry_after_seconds`` (else 400, and the
+# outcome would be lost): other characters become "_", delays are whole seconds <= 1 day.
+_CODE_CHAR = re.compile(r"[^A-Za-z0-9_.:-]")
+_CODE_MAX_CHARS = 100
+_RETRY_AFTER_MAX_SECONDS = 86_400
+# Statuses of an ack the server refused because of the result itself (400 invalid, 413
+# too large): the job is failed with code "invalid_result" instead (repeating cannot help).
+_RESULT_REFUSED = (400, 413, 422)
+
+
+# Floor of the server's backoff curve, in seconds. ``ORCH_RETRY_BASE_SECONDS=0`` is a valid
+# server setting (runner-config then says base 0); the worker still pauses a little between
+# failed or empty calls so that it never spins.
+_MIN_BACKOFF_SECONDS = 0.1
+
+
+def _backoff_curve(config: RunnerConfig) -> tuple[float, float]:
+    """``(base, max)`` seconds of runner-config's backoff, floored at 0.1 s, max >= base."""
+    backoff = config["backoff"]
+    base = max(_MIN_BACKOFF_SECONDS, float(backoff.get("base_seconds") or 0))
+    return base, max(base, float(backoff.get("max_seconds") or 0))
+
+
+def _error_code(code: str) -> str:
+    return _CODE_CHAR.sub("_", code)[:_CODE_MAX_CHARS] or "error"
+
+
+def _retry_after(seconds: float | None) -> int | None:
+    if seconds is None:
+        return None
+    return max(0, min(_RETRY_AFTER_MAX_SECONDS, math.ceil(seconds)))
 
 
 @dataclass(frozen=True)
@@ -114,7 +146,7 @@ class Worker:
             before releasing their leases, in seconds.
         on_event: called with a ``WorkerEvent`` on claimed/acked/failed/canceled/lost/
             released/cancel_requested/error, from worker threads; exceptions are logged.
-        client: a ready ``Client`` (e.g. on an ``httpx.MockTransport``); ``base_url`` and
+        client: a ready ``Client`` (e.g. with its own transport); ``base_url`` and
             ``token`` are then ignored and the client is not closed by the worker.
         log_flush_seconds: a buffered job log line is sent within this many seconds.
 
@@ -362,7 +394,7 @@ class Worker:
             config = self._load_runner_config()
             if config is None:
                 return
-            backoff = Backoff(config["backoff"]["base_seconds"], config["backoff"]["max_seconds"])
+            backoff = Backoff(*_backoff_curve(config))
             self.client.configure_backoff(backoff.base_seconds, backoff.max_seconds)
             server_max_jobs = max(1, config["max_jobs"])
             wait = min(self.wait_seconds, max(0, config["max_wait_seconds"]))
@@ -589,9 +621,18 @@ class _LeaseRun:
             return
         try:
             if outcome[0] == "ack":
-                answer = self.client.ack(ctx.lease_id, result=outcome[1], artifacts=ctx.artifacts)
-                w._emit("acked", ctx, detail={"status": answer.get("status")})
-                return
+                try:
+                    answer = self.client.ack(
+                        ctx.lease_id, result=outcome[1], artifacts=ctx.artifacts
+                    )
+                except ApiError as exc:
+                    if isinstance(exc, LeaseLost) or exc.status not in _RESULT_REFUSED:
+                        raise
+                    w.log.error("job %s: result refused by the server: %s", ctx.job_id, exc)
+                    outcome = ("fail", "invalid_result", f"ack refused: {exc}", False, None)
+                else:
+                    w._emit("acked", ctx, detail={"status": answer.get("status")})
+                    return
             _, code, message, retryable, retry_after = outcome
             failed = self.client.fail(
                 ctx.lease_id,
@@ -640,13 +681,14 @@ class _LeaseRun:
                 return ("fail", "invalid_result", f"result is not JSON: {exc}", False, None)
             return ("ack", result)
         if isinstance(error, NonRetryableError):
-            return ("fail", error.code, error.message, False, None)
+            return ("fail", _error_code(error.code), error.message, False, None)
         if isinstance(error, RetryLater):
-            return ("fail", error.code, error.message, True, error.retry_after_seconds)
+            delay = _retry_after(error.retry_after_seconds)
+            return ("fail", _error_code(error.code), error.message, True, delay)
         code = getattr(error, "code", None)
         if not isinstance(code, str) or not code:
             code = type(error).__name__
-        return ("fail", code, str(error) or repr(error), True, None)
+        return ("fail", _error_code(code), str(error) or repr(error), True, None)
 
     def _lost(self, why: str) -> None:
         self.worker.log.warning("job %s: lease lost, not acking (%s)", self.ctx.job_id, why)
@@ -760,8 +802,14 @@ class _LeaseRun:
                     next_beat = now + delay
                     continue
                 except ApiError as exc:
+                    # e.g. 401 after the token was revoked: the lease is not being extended,
+                    # so it must be given up when it runs out, as after network errors.
+                    now = time.monotonic()
+                    if now >= expires:
+                        ctx._signal(LEASE_LOST, f"lease expired; heartbeats refused: {exc}")
+                        return
                     w.log.error("job %s: heartbeat refused: %s", ctx.job_id, exc)
-                    next_beat = time.monotonic() + interval
+                    next_beat = min(now + interval, expires)
                     continue
                 now = time.monotonic()
                 ctx._mark_sent()
