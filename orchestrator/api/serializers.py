@@ -75,6 +75,8 @@ class StrictBooleanField(serializers.BooleanField):
 
 
 def validate_payload_size(value: Any) -> Any:
+    """Return ``value``; raise a 413 ``payload_too_large`` if its canonical JSON exceeds
+    ORCH_PAYLOAD_MAX_BYTES."""
     limit = settings.ORCH_PAYLOAD_MAX_BYTES
     size = len(canonical_json(value).encode("utf-8"))
     if size > limit:
@@ -86,6 +88,8 @@ def validate_payload_size(value: Any) -> Any:
 
 
 class EnqueueIn(StrictSerializer):
+    """Body of ``POST /jobs``: the job to create (payload <= ORCH_PAYLOAD_MAX_BYTES)."""
+
     job_type = StrictRegexField(NAME_RE)
     project = StrictRegexField(NAME_RE)
     source = StrictRegexField(NAME_RE, required=False, allow_null=True, default=None)
@@ -105,6 +109,8 @@ class EnqueueIn(StrictSerializer):
 
 
 class RunIn(StrictSerializer):
+    """Body of ``POST /runs``."""
+
     project = StrictRegexField(NAME_RE)
     name = StrictCharField(min_length=1, max_length=200)
     source = StrictRegexField(NAME_RE, required=False, allow_null=True, default=None)
@@ -113,10 +119,14 @@ class RunIn(StrictSerializer):
 
 
 class CancelIn(StrictSerializer):
+    """Body of ``POST /jobs/{id}/cancel``: why (kept in the job's events)."""
+
     reason = StrictCharField(min_length=1, max_length=2000)
 
 
 class ClaimIn(StrictSerializer):
+    """Body of ``POST /claims``: ``max_jobs`` 1..100, ``wait_seconds`` 0..30 (long poll)."""
+
     runner_id = StrictRegexField(NAME_RE)
     job_types = serializers.ListField(child=StrictRegexField(NAME_RE), min_length=1,
                                       max_length=50)
@@ -129,6 +139,8 @@ class ClaimIn(StrictSerializer):
 
 
 class ProgressIn(StrictSerializer):
+    """Progress counters sent with a heartbeat (``done`` of ``total`` units, a message)."""
+
     done = StrictIntegerField(min_value=0)
     total = StrictIntegerField(required=False, allow_null=True, default=None, min_value=0)
     message = StrictCharField(required=False, allow_null=True, default=None,
@@ -136,12 +148,16 @@ class ProgressIn(StrictSerializer):
 
 
 class HeartbeatIn(StrictSerializer):
+    """Body of ``POST /leases/{id}/heartbeat``; ``extend_seconds`` within the lease bounds."""
+
     progress = ProgressIn(required=False, allow_null=True, default=None)
     extend_seconds = StrictIntegerField(required=False, allow_null=True, default=None,
                                               min_value=1)
 
 
 class ArtifactSerializer(StrictSerializer):
+    """An artifact: where it is, its sha256 (64 lowercase hex) and size in bytes."""
+
     name = StrictCharField(min_length=1, max_length=200)
     uri = StrictCharField(min_length=1, max_length=2000)
     sha256 = StrictRegexField(r"^[0-9a-f]{64}$")
@@ -150,6 +166,8 @@ class ArtifactSerializer(StrictSerializer):
 
 
 class AckIn(StrictSerializer):
+    """Body of ``POST /leases/{id}/ack``: result (<= ORCH_PAYLOAD_MAX_BYTES) and artifacts."""
+
     result = serializers.JSONField(required=False, allow_null=True, default=None)
     artifacts = ArtifactSerializer(many=True, required=False, default=list)
 
@@ -166,11 +184,15 @@ class AckIn(StrictSerializer):
 
 
 class ErrorIn(StrictSerializer):
+    """The error a runner reports: a short machine code and a message."""
+
     code = StrictRegexField(r"^[A-Za-z0-9_.:-]{1,100}$")
     message = StrictCharField(max_length=4000, allow_blank=True)
 
 
 class FailIn(StrictSerializer):
+    """Body of ``POST /leases/{id}/fail``; ``retry_after_seconds`` 0..86400 overrides backoff."""
+
     error = ErrorIn()
     retryable = StrictBooleanField()
     retry_after_seconds = StrictIntegerField(required=False, allow_null=True, default=None,
@@ -178,23 +200,31 @@ class FailIn(StrictSerializer):
 
 
 class ReleaseIn(StrictSerializer):
+    """Body of ``POST /leases/{id}/release``."""
+
     reason = StrictCharField(required=False, allow_null=True, default="", max_length=2000,
                                    allow_blank=True)
 
 
 class LogLineSerializer(StrictSerializer):
+    """One runner log line (message <= 8 KiB)."""
+
     ts = serializers.DateTimeField()
     level = serializers.ChoiceField(choices=["debug", "info", "warning", "error"])
     message = StrictCharField(max_length=8192, allow_blank=True, trim_whitespace=False)
 
 
 class LogsIn(StrictSerializer):
+    """Body of ``POST /leases/{id}/logs``: 1..500 lines."""
+
     lines = LogLineSerializer(many=True, allow_empty=False, max_length=500)
 
 
 # --- Outputs -----------------------------------------------------------------------------------
 
 class RetryHintOut(serializers.Serializer):
+    """How long the next retry may wait at most, and how many attempts remain."""
+
     backoff_seconds = serializers.IntegerField()
     attempts_left = serializers.IntegerField()
 
@@ -245,31 +275,43 @@ def lease_json(grant: Grant, source_names: dict[int, str]) -> dict[str, Any]:
 
 
 class ClaimOut(serializers.Serializer):
+    """Answer of ``POST /claims``."""
+
     leases = LeaseOut(many=True)
 
 
 class HeartbeatOut(serializers.Serializer):
+    """Answer of a heartbeat: new expiry, granted length, whether to stop."""
+
     lease_expires_at = serializers.DateTimeField()
     lease_seconds = serializers.IntegerField()
     cancel_requested = serializers.BooleanField()
 
 
 class OutcomeOut(serializers.Serializer):
+    """Answer of fail and release: the job's new status and, for a retry, when."""
+
     job_id = serializers.IntegerField()
     job_status = serializers.ChoiceField(choices=JobStatus.choices)
     next_attempt_at = serializers.DateTimeField(allow_null=True)
 
 
 class AckOut(serializers.Serializer):
+    """Answer of an ack."""
+
     job_id = serializers.IntegerField()
     status = serializers.CharField(help_text='always "succeeded"')
 
 
 class LogsOut(serializers.Serializer):
+    """Answer of a logs call: how many lines were stored."""
+
     accepted = serializers.IntegerField()
 
 
 class CurrentLeaseOut(serializers.ModelSerializer):
+    """The live lease shown on a leased job."""
+
     lease_id = serializers.UUIDField(source="id")
     lease_expires_at = serializers.DateTimeField(source="expires_at")
 
@@ -280,6 +322,8 @@ class CurrentLeaseOut(serializers.ModelSerializer):
 
 
 class ArtifactOut(serializers.Serializer):
+    """An artifact as stored."""
+
     name = serializers.CharField()
     uri = serializers.CharField()
     sha256 = serializers.CharField()
@@ -288,6 +332,8 @@ class ArtifactOut(serializers.Serializer):
 
 
 class JobOut(serializers.ModelSerializer):
+    """A job as ``GET /jobs/{id}`` shows it."""
+
     job_id = serializers.IntegerField(source="pk")
     source = serializers.SerializerMethodField()
     run_id = serializers.IntegerField(allow_null=True)
@@ -313,6 +359,8 @@ class JobOut(serializers.ModelSerializer):
 
 
 class RunOut(serializers.Serializer):
+    """A run."""
+
     run_id = serializers.IntegerField(source="pk")
     project = serializers.CharField()
     name = serializers.CharField()
@@ -321,6 +369,8 @@ class RunOut(serializers.Serializer):
 
 
 class RunnerConfigOut(serializers.Serializer):
+    """The lease defaults (``GET /runner-config``)."""
+
     lease_seconds = serializers.IntegerField()
     min_lease_seconds = serializers.IntegerField()
     max_lease_seconds = serializers.IntegerField()
