@@ -41,7 +41,7 @@ def maybe_fail_transiently(ctx: JobContext) -> None:
             "invalid_payload", "simulate_transient_failures must be an int >= 0"
         )
     if ctx.attempt <= k:
-        ctx.log("warning", f"simulating a transient failure on attempt {ctx.attempt} of {k}")
+        ctx.log("warning", f"simulating a transient failure (simulated failures: {ctx.attempt} of {k})")
         raise SimulatedTransientError(f"simulated transient failure (attempt {ctx.attempt}/{k})")
 
 

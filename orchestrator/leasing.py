@@ -301,7 +301,7 @@ def lease_claim_wait(*, wait: timedelta, config: LeaseConfig | None = None,
         seen = wakeups.generation()
         grants = lease_claim(config=config, **claim)
         remaining = deadline - time.monotonic()
-        if grants or remaining <= 0:
+        if grants or remaining <= 0 or wakeups.closing():
             return grants
         woken = wakeups.wait(seen, min(delay, remaining))
         delay = config.poll_min.total_seconds() if woken else min(
@@ -335,8 +335,10 @@ def _lock_current(tenant: str, lease_id: uuid.UUID, now: datetime) -> tuple[Job,
 
 
 def _lost(lease: Lease) -> LeaseLost:
+    # An 'active' lease row that is not live has run out and waits for the reaper.
+    status = LeaseStatus.EXPIRED if lease.status == LeaseStatus.ACTIVE else lease.status
     return LeaseLost("the lease is no longer current; stop work on this job and do not ack it",
-                     lease_id=str(lease.id), job_id=lease.job_id, lease_status=lease.status,
+                     lease_id=str(lease.id), job_id=lease.job_id, lease_status=status,
                      fencing_token=lease.fencing_token)
 
 

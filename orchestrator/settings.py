@@ -59,6 +59,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "ledger",
     "quotas",
     "orchestrator",
@@ -79,6 +80,7 @@ if STANDALONE:
     # Serve the admin's static files without a web server in front (standalone only).
     MIDDLEWARE.insert(1, "whitenoise.middleware.WhiteNoiseMiddleware")
     WHITENOISE_USE_FINDERS = True
+    (VAR_DIR / "static").mkdir(parents=True, exist_ok=True)  # whitenoise warns if it is absent
 
 ROOT_URLCONF = "orchestrator.urls"
 WSGI_APPLICATION = "orchestrator.wsgi.application"
@@ -164,6 +166,10 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI assets ship with the package: /api/docs/ works offline (standalone, air gap).
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "ENUM_NAME_OVERRIDES": {"JobStatusEnum": "ledger.states.JobStatus"},
 }
 
@@ -176,7 +182,7 @@ ORCH_JWT_LEEWAY_SECONDS = env_int("ORCH_JWT_LEEWAY_SECONDS", 30, minimum=0, maxi
 # --- Leases, retries, claims ------------------------------------------------------------------
 ORCH_LEASE_SECONDS = env_int("ORCH_LEASE_SECONDS", 30, minimum=5)
 ORCH_LEASE_MIN_SECONDS = env_int("ORCH_LEASE_MIN_SECONDS", 5, minimum=1)
-ORCH_LEASE_MAX_SECONDS = env_int("ORCH_LEASE_MAX_SECONDS", 600, minimum=5)
+ORCH_LEASE_MAX_SECONDS = env_int("ORCH_LEASE_MAX_SECONDS", 600, minimum=5, maximum=7 * 86_400)
 ORCH_HEARTBEAT_INTERVAL_SECONDS = env_int("ORCH_HEARTBEAT_INTERVAL_SECONDS", 10, minimum=1)
 ORCH_CLAIM_MAX_WAIT_SECONDS = env_int("ORCH_CLAIM_MAX_WAIT_SECONDS", 30, minimum=0, maximum=60)
 ORCH_CLAIM_MAX_JOBS = env_int("ORCH_CLAIM_MAX_JOBS", 100, minimum=1, maximum=1000)

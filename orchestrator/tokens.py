@@ -7,6 +7,7 @@ JWKS) integration replaces the signer, not the ``Principal`` it yields.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -16,6 +17,9 @@ from django.conf import settings
 from django.utils import timezone
 
 ALGORITHM = "HS256"
+# Tenant identifiers as the ledger stores them (ledger.models.TENANT_MAX = 64).
+TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+SUBJECT_MAX = 200
 SCOPES = ("orch:read", "orch:operate", "orch:runner", "orch:quota", "orch:backfill")
 
 
@@ -53,8 +57,10 @@ def token_issue(*, tenant: str, scopes: Iterable[str], subject: str,
     unknown = set(scopes) - set(SCOPES)
     if unknown:
         raise ValueError(f"unknown scopes: {', '.join(sorted(unknown))}")
-    if not tenant:
-        raise ValueError("tenant must not be empty")
+    if not TENANT_RE.match(tenant):
+        raise ValueError("tenant must be 1-64 characters of letters, digits, '.', '_', '-'")
+    if not 0 < len(subject) <= SUBJECT_MAX or "\x00" in subject:
+        raise ValueError(f"subject must be 1-{SUBJECT_MAX} characters without NUL")
     if ttl <= timedelta(0):
         raise ValueError("ttl must be positive")
     now = now or timezone.now()
@@ -91,8 +97,12 @@ def token_verify(token: str) -> Principal:
         raise TokenInvalid("invalid_token", f"the bearer token is invalid: {exc}") from None
     tenant = claims.get(tenant_claim)
     scope = claims.get("scope", "")
-    if not isinstance(tenant, str) or not tenant:
-        raise TokenInvalid("invalid_token", f"the token has no '{tenant_claim}' claim")
+    if not isinstance(tenant, str) or not TENANT_RE.match(tenant):
+        raise TokenInvalid("invalid_token",
+                           f"the token's '{tenant_claim}' claim is missing or not a tenant id")
+    subject = str(claims["sub"])
+    if not 0 < len(subject) <= SUBJECT_MAX or "\x00" in subject:
+        raise TokenInvalid("invalid_token", "the token's 'sub' claim is empty, too long or has NUL")
     if not isinstance(scope, str):
         raise TokenInvalid("invalid_token", "the 'scope' claim must be a space-separated string")
-    return Principal(subject=str(claims["sub"]), tenant=tenant, scopes=frozenset(scope.split()))
+    return Principal(subject=subject, tenant=tenant, scopes=frozenset(scope.split()))

@@ -10,6 +10,7 @@ from rest_framework.test import APIClient
 from ledger.services import Actor, job_enqueue
 from orchestrator.tokens import token_issue
 
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip ``@pytest.mark.postgres`` tests when the suite runs on SQLite (ORCH_TEST_SQLITE)."""
     from django.db import connection

@@ -6,6 +6,7 @@ from django.db.models import Count
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers as drf
 from rest_framework import status
+from rest_framework.exceptions import NotFound as NotFoundError
 from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -18,6 +19,7 @@ from ledger.services import Actor, job_cancel, job_enqueue, run_create
 from ledger.states import JobStatus
 
 from . import serializers as s
+from .errors import ApiError
 from .leases import ERRORS
 
 READ, OPERATE = "orch:read", "orch:operate"
@@ -34,6 +36,12 @@ class JobCursorPagination(CursorPagination):
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 500
+
+    def decode_cursor(self, request: Request):  # type: ignore[no-untyped-def]
+        try:
+            return super().decode_cursor(request)
+        except NotFoundError:
+            raise ApiError(400, "invalid_cursor", "the cursor is not one this API issued") from None
 
 
 class JobListQuery(s.StrictSerializer):

@@ -35,7 +35,7 @@ ERRORS = {code: OpenApiResponse(s.ErrorOut) for code in (400, 401, 403, 404, 409
 
 
 def _bounds_error(exc: ValueError) -> ApiError:
-    return ApiError(400, "validation_error", str(exc))
+    return ApiError(400, "validation_error", str(exc), {"errors": [str(exc)]})
 
 
 def _seconds(value: int | None) -> timedelta | None:

@@ -21,6 +21,16 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` refusing duplicate keys (RFC 8259 leaves them undefined)."""
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
+        raise ValueError(f"duplicate key {duplicate!r}")
+    return result
+
+
 def check_text(value: str) -> None:
     """Raise a 400 ``invalid_characters`` if ``value`` holds NUL or cannot be UTF-8 encoded."""
     if "\x00" in value:
@@ -68,7 +78,7 @@ class StrictJSONParser(BaseParser):
         except UnicodeDecodeError:
             raise exceptions.ParseError("the body is not valid UTF-8") from None
         try:
-            data = json.loads(text, parse_constant=_reject_constant)
+            data = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
         except RecursionError:
             raise exceptions.ParseError("JSON nested too deeply") from None
         except ValueError as exc:

@@ -30,6 +30,9 @@ class StrictSerializer(serializers.Serializer):
 
 
 MAX_INT = 2**63 - 1
+# Hard ceiling of any lease length (the configured ORCH_LEASE_MAX_SECONDS is checked by the
+# service); keeps timedelta arithmetic far from overflow.
+MAX_LEASE_SECONDS = 7 * 86_400
 
 
 class StrictIntegerField(serializers.IntegerField):
@@ -133,7 +136,7 @@ class ClaimIn(StrictSerializer):
     max_jobs = StrictIntegerField(required=False, default=1, min_value=1, max_value=100)
     wait_seconds = StrictIntegerField(required=False, default=0, min_value=0, max_value=30)
     lease_seconds = StrictIntegerField(required=False, allow_null=True, default=None,
-                                             min_value=1)
+                                       min_value=1, max_value=MAX_LEASE_SECONDS)
     claim_id = StrictCharField(required=False, allow_null=True, default=None,
                                      min_length=1, max_length=100)
 
@@ -146,20 +149,27 @@ class ProgressIn(StrictSerializer):
     message = StrictCharField(required=False, allow_null=True, default=None,
                                     max_length=2000, allow_blank=True)
 
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("total") is not None and attrs["done"] > attrs["total"]:
+            raise serializers.ValidationError({"done": ["must not exceed total"]})
+        return attrs
+
 
 class HeartbeatIn(StrictSerializer):
     """Body of ``POST /leases/{id}/heartbeat``; ``extend_seconds`` within the lease bounds."""
 
     progress = ProgressIn(required=False, allow_null=True, default=None)
     extend_seconds = StrictIntegerField(required=False, allow_null=True, default=None,
-                                              min_value=1)
+                                        min_value=1, max_value=MAX_LEASE_SECONDS)
 
 
 class ArtifactSerializer(StrictSerializer):
     """An artifact: where it is, its sha256 (64 lowercase hex) and size in bytes."""
 
-    name = StrictCharField(min_length=1, max_length=200)
-    uri = StrictCharField(min_length=1, max_length=2000)
+    name = StrictRegexField(r"^(?!\.{1,2}$)[A-Za-z0-9._-]{1,200}$",
+                            help_text="a file name: letters, digits, '.', '_', '-'")
+    uri = StrictRegexField(r"^[a-z][a-z0-9+.-]*://\S{1,1990}$",
+                           help_text="an absolute URI with an authority part, e.g. file:///..., s3://...")
     sha256 = StrictRegexField(r"^[0-9a-f]{64}$")
     size_bytes = StrictIntegerField(min_value=0)
     media_type = StrictCharField(min_length=1, max_length=200)
@@ -168,7 +178,7 @@ class ArtifactSerializer(StrictSerializer):
 class AckIn(StrictSerializer):
     """Body of ``POST /leases/{id}/ack``: result (<= ORCH_PAYLOAD_MAX_BYTES) and artifacts."""
 
-    result = serializers.JSONField(required=False, allow_null=True, default=None)
+    result = serializers.DictField(required=False, allow_null=True, default=None)
     artifacts = ArtifactSerializer(many=True, required=False, default=list)
 
     def validate_result(self, value: Any) -> Any:

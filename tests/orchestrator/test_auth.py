@@ -50,6 +50,10 @@ def test_missing_token_is_401(settings):
     (lambda s: jwt.encode(claims(s, nbf=int(timezone.now().timestamp()) + 3600), s.ORCH_JWT_SECRET),
      "invalid_token"),
     (lambda s: "not.a.jwt", "invalid_token"),
+    (lambda s: jwt.encode(claims(s, tenant="a" * 65), s.ORCH_JWT_SECRET), "invalid_token"),
+    (lambda s: jwt.encode(claims(s, tenant="ac\u0000me"), s.ORCH_JWT_SECRET), "invalid_token"),
+    (lambda s: jwt.encode(claims(s, tenant="*"), s.ORCH_JWT_SECRET), "invalid_token"),
+    (lambda s: jwt.encode(claims(s, sub="x" * 201), s.ORCH_JWT_SECRET), "invalid_token"),
 ])
 def test_bad_tokens_are_401(settings, mutate, code):
     response = client_with(f"Bearer {mutate(settings)}").get("/api/v1/jobs")
@@ -114,6 +118,10 @@ def test_issue_token_command_refuses_unknown_scopes():
         call_command("issue_token", "--tenant", "acme", "--scopes", "orch:everything")
 
 
-def test_expired_token_helper_ttl_is_validated(make_token):
+def test_token_issue_validates_its_input(make_token):
     with pytest.raises(ValueError):
         make_token(ttl=timedelta(seconds=0))
+    with pytest.raises(ValueError, match="tenant"):
+        make_token(tenant="a" * 65)
+    with pytest.raises(ValueError, match="subject"):
+        make_token(subject="")

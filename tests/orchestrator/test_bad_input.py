@@ -69,6 +69,14 @@ CASES = [
                                                    "size_bytes": 1, "media_type": "m"}]}, 400, "validation_error"),
     ("/api/v1/leases/{lease}/ack", {"artifacts": [{"name": "a", "uri": "u", "sha256": "a" * 64,
                                                    "size_bytes": -1, "media_type": "m"}]}, 400, "validation_error"),
+    ("/api/v1/leases/{lease}/ack", {"result": [1]}, 400, "validation_error"),
+    ("/api/v1/leases/{lease}/ack", {"artifacts": [{"name": "../../etc/passwd", "uri": "file:///x",
+                                                   "sha256": "a" * 64, "size_bytes": 1, "media_type": "m"}]}, 400, "validation_error"),
+    ("/api/v1/leases/{lease}/ack", {"artifacts": [{"name": "a", "uri": "javascript:alert(1)",
+                                                   "sha256": "a" * 64, "size_bytes": 1, "media_type": "m"}]}, 400, "validation_error"),
+    ("/api/v1/leases/{lease}/ack", {"artifacts": [{"name": "a", "uri": "file:///a", "sha256": "a" * 64,
+                                                   "size_bytes": 2**63, "media_type": "m"}]}, 400, "validation_error"),
+    ("/api/v1/leases/{lease}/heartbeat", {"progress": {"done": 5, "total": 3}}, 400, "validation_error"),
     ("/api/v1/leases/{lease}/fail", {"error": {"code": "x", "message": "m"}}, 400, "validation_error"),
     ("/api/v1/leases/{lease}/fail", {"error": "boom", "retryable": True}, 400, "validation_error"),
     ("/api/v1/leases/{lease}/fail", {"error": {"code": "x", "message": "m"}, "retryable": "yes"}, 400, "validation_error"),
@@ -99,6 +107,7 @@ def test_bad_request_is_refused_with_a_code_and_changes_nothing(api, leased, pat
     (b'{"job_type": "t", "project": "p", "payload": {"a": "\\u0000"}}', "invalid_characters"),
     (b'{"job_type": "t", "project": "p", "payload": {"a": "\\ud800"}}', "invalid_characters"),
     (b"[" * 5000 + b"]" * 5000, "malformed_json"),
+    (b'{"job_type": "t", "project": "p", "project": "q"}', "malformed_json"),
 ])
 def test_malformed_bodies_are_refused(operator, leased, body, code):
     before = state()
@@ -137,6 +146,12 @@ def test_unknown_route_is_a_json_404(runner):
 def test_huge_ids_in_the_path_are_404(api):
     assert api().get(f"/api/v1/jobs/{10**30}").status_code == 404
     assert api().get(f"/api/v1/runs/{10**30}").status_code == 404
+
+
+def test_a_cursor_we_did_not_issue_is_400(api):
+    response = api().get("/api/v1/jobs", {"cursor": "garbage"})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_cursor"
 
 
 def test_bad_list_filters_are_400(api):

@@ -29,6 +29,7 @@ from django.db.models import Count, Sum
 
 from ledger.models import Artifact, Job, JobEvent
 from ledger.states import TERMINAL
+from orchestrator import wakeups
 from orchestrator.embedded_beat import EmbeddedBeat
 from orchestrator.tokens import token_issue
 
@@ -56,7 +57,8 @@ class Command(BaseCommand):
         base_url = f"http://{options['host']}:{options['port']}"
         call_command("migrate", interactive=False, verbosity=0)
         tokens = self._seed()
-        server, beat = self._start_server(options["host"], options["port"]), EmbeddedBeat()
+        server, server_thread = self._start_server(options["host"], options["port"])
+        beat = EmbeddedBeat()
         beat.start()
         workers: list[subprocess.Popen[bytes]] = []
         finished = True
@@ -71,15 +73,20 @@ class Command(BaseCommand):
             if not options["exit_after_summary"]:
                 self.stdout.write("Serving; Ctrl-C to stop.")
                 stop = threading.Event()
-                signal.signal(signal.SIGTERM, lambda *_: stop.set())
-                try:
-                    stop.wait()
-                except KeyboardInterrupt:
+                for signum in (signal.SIGINT, signal.SIGTERM):
+                    signal.signal(signum, lambda *_: stop.set())
+                # Wake up now and then: a signal handler only runs between bytecodes.
+                while not stop.wait(0.5):
                     pass
+                self.stdout.write("Stopping...")
         finally:
+            # End open long polls at once, so the workers' claims return; then the workers,
+            # which release their leases through the server on the way out; then the server.
+            wakeups.close()
             self._stop_workers(workers)
             beat.stop()
             server.should_exit = True
+            server_thread.join(timeout=10)
         if not finished:
             raise CommandError("the demo run did not finish in time")
 
@@ -104,12 +111,15 @@ class Command(BaseCommand):
         paths["admin_password"] = password_file
         return paths
 
-    def _start_server(self, host: str, port: int) -> uvicorn.Server:
+    def _start_server(self, host: str, port: int) -> tuple[uvicorn.Server, threading.Thread]:
+        # A short graceful shutdown: long polls still open after it are cut, and their
+        # runners simply claim again elsewhere.
         config = uvicorn.Config("orchestrator.asgi:application", host=host, port=port,
-                                log_level="warning", lifespan="off")
+                                log_level="warning", lifespan="off", timeout_graceful_shutdown=2)
         server = uvicorn.Server(config)
-        threading.Thread(target=server.run, name="uvicorn", daemon=True).start()
-        return server
+        thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+        thread.start()
+        return server, thread
 
     def _wait_ready(self, base_url: str, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -185,6 +195,6 @@ class Command(BaseCommand):
             w(f"dead letter: job {pk}: {(error or {}).get('code')}: {(error or {}).get('message', '')[:120]}")
         w(f"events recorded: {JobEvent.objects.filter(job__run_id=run_id).count()}")
         w(f"portal:  {base_url}/            admin: {base_url}/admin/ (user admin, password in {tokens['admin_password']})")
-        w(f"API:     {base_url}/api/v1/     docs:  {base_url}/api/docs/")
+        w(f"API:     {base_url}/api/v1/jobs  docs: {base_url}/api/docs/  schema: {base_url}/api/schema/")
         w(f"tokens:  {tokens['operator']} (orch:operate, orch:read), {tokens['runner']} (orch:runner)")
         w(f"try:     curl -H \"Authorization: Bearer $(cat {tokens['operator']})\" {base_url}/api/v1/runs/{run_id}")
