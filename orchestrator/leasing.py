@@ -34,7 +34,7 @@ from ledger.states import JobStatus, require
 from . import wakeups
 from .exceptions import LeaseLost
 from .lease_config import LeaseConfig
-from .lease_sql import ORCH_ACK_V1, ORCH_CLAIM_V1
+from .lease_sql import ORCH_ACK_V1, ORCH_CLAIM_V2
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,7 @@ def lease_claim(*, tenant: str, runner_id: str, job_types: Sequence[str], max_jo
         require_aware(now)
     postgres = connection.vendor == "postgresql"
     if postgres and claim_id is None:
-        # The hot path: one statement in autocommit (orch_claim_v1).
+        # The hot path: one statement in autocommit (orch_claim_v2).
         return _claim_sql(tenant=tenant, runner_id=runner_id, types=types, max_jobs=max_jobs,
                           length=length, claim_pk=None, now=now, config=config)
     try:
@@ -172,7 +172,7 @@ def _claim_sql(*, tenant: str, runner_id: str, types: list[str], max_jobs: int,
                config: LeaseConfig) -> list[Grant]:
     seconds = int(length.total_seconds())
     with connection.cursor() as cursor:
-        cursor.execute(ORCH_CLAIM_V1, {
+        cursor.execute(ORCH_CLAIM_V2, {
             "now": now, "tenant": tenant, "job_types": types, "limit": max_jobs,
             "seconds": seconds, "runner": runner_id, "claim_pk": claim_pk,
         })
@@ -206,7 +206,7 @@ def _json(value: Any) -> Any:
 def _claim_orm(*, tenant: str, runner_id: str, types: list[str], max_jobs: int,
                length: timedelta, claim: Claim | None, now: datetime,
                config: LeaseConfig) -> list[Grant]:
-    """The portable claim (SQLite in standalone mode), same writes as orch_claim_v1."""
+    """The portable claim (SQLite in standalone mode), same writes as orch_claim_v2."""
     # On SQLite the whole transaction holds the database's write lock (transaction_mode
     # IMMEDIATE), so FOR UPDATE is neither needed nor emitted there.
     jobs = list(

@@ -239,3 +239,13 @@ def test_log_lines_are_bounded_per_job(enqueue):
     assert lease_logs_append(tenant=T, lease_id=grant.lease.pk, lines=lines, max_per_job=10) == 8
     assert lease_logs_append(tenant=T, lease_id=grant.lease.pk, lines=lines, max_per_job=10) == 2
     assert JobLogLine.objects.count() == 10
+
+
+def test_claim_over_several_job_types_takes_the_best_across_them(enqueue):
+    enqueue(job_type="a.x", priority=1)
+    best = enqueue(job_type="b.y", priority=9)
+    second = enqueue(job_type="a.x", priority=5)
+    enqueue(job_type="c.z", priority=99)  # not asked for
+    grants = lease_claim(tenant=T, runner_id="r", job_types=["a.x", "b.y"], max_jobs=2)
+    assert [g.job.pk for g in grants] == [best.pk, second.pk]
+    assert Job.objects.filter(status="leased").count() == 2
