@@ -125,3 +125,23 @@ def test_token_issue_validates_its_input(make_token):
         make_token(tenant="a" * 65)
     with pytest.raises(ValueError, match="subject"):
         make_token(subject="")
+
+
+def test_a_cached_token_still_expires(settings):
+    from orchestrator.tokens import TokenInvalid, token_issue, token_verify
+
+    settings.ORCH_JWT_LEEWAY_SECONDS = 0
+    token = token_issue(tenant="acme", scopes=["orch:read"], subject="x", ttl=timedelta(seconds=1))
+    assert token_verify(token).tenant == "acme"
+    assert token_verify(token).tenant == "acme"  # served from the cache
+    import time
+
+    deadline = time.monotonic() + 10
+    while True:  # wait for exp to pass (1 s), then the cached entry must not answer
+        try:
+            token_verify(token)
+        except TokenInvalid as exc:
+            assert exc.code == "token_expired"
+            break
+        assert time.monotonic() < deadline, "an expired token was still accepted"
+        time.sleep(0.05)
