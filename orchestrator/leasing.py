@@ -34,7 +34,7 @@ from ledger.states import JobStatus, require
 from . import wakeups
 from .exceptions import LeaseLost
 from .lease_config import LeaseConfig
-from .lease_sql import ORCH_ACK_V1, ORCH_CLAIM_V2
+from .lease_sql import ORCH_ACK_V2, ORCH_CLAIM_V2
 
 
 @dataclass(frozen=True)
@@ -381,6 +381,26 @@ def lease_heartbeat(*, tenant: str, lease_id: uuid.UUID, extend: timedelta | Non
                               cancel_requested=job.cancel_requested)
 
 
+@dataclass(frozen=True)
+class AckIn:
+    """One ack of a batch: the lease, its result (a JSON object or None) and artifacts."""
+
+    lease_id: uuid.UUID
+    result: Any = None
+    artifacts: tuple[ArtifactIn, ...] = ()
+
+
+@dataclass(frozen=True)
+class AckResult:
+    """How one ack of a batch ended: ``succeeded`` (``replayed`` for a repeat), ``lease_lost``
+    or ``not_found``; ``job_id`` is None only for ``not_found``."""
+
+    lease_id: uuid.UUID
+    status: str
+    job_id: int | None = None
+    replayed: bool = False
+
+
 def lease_ack(*, tenant: str, lease_id: uuid.UUID, result: Any = None,
               artifacts: Iterable[ArtifactIn] = (), now: datetime | None = None) -> Outcome:
     """Mark the job of a live lease ``succeeded`` with its result and artifacts.
@@ -392,37 +412,82 @@ def lease_ack(*, tenant: str, lease_id: uuid.UUID, result: Any = None,
         LeaseLost: the lease is not current (and was not acked); nothing changed.
         NotFound: no such lease for this tenant.
     """
-    artifacts = list(artifacts)
+    ack = AckIn(lease_id=lease_id, result=result, artifacts=tuple(artifacts))
     if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(ORCH_ACK_V1, {
-                "now": require_aware(now) if now is not None else None, "lease_id": lease_id,
-                "tenant": tenant, "result": None if result is None else Jsonb(result),
-                "artifact_count": len(artifacts),
-                "artifacts": Jsonb([a.__dict__ for a in artifacts]),
-            })
-            row = cursor.fetchone()
-        if row is not None:
-            return Outcome(job_id=row[0], job_status=JobStatus.SUCCEEDED)
+        done = _ack_sql(tenant, [ack], now)
+        if lease_id in done:
+            return Outcome(job_id=done[lease_id], job_status=JobStatus.SUCCEEDED)
         return _ack_not_current(tenant, lease_id)
+    return _ack_orm(tenant, ack, now)
+
+
+def lease_ack_many(*, tenant: str, acks: Sequence[AckIn],
+                   now: datetime | None = None) -> list[AckResult]:
+    """Ack several leases at once (one statement on PostgreSQL); one result per ack, in order.
+
+    Each ack succeeds or fails on its own, exactly as ``lease_ack`` would: a lost or unknown
+    lease changes nothing and does not stop the others. Lease ids must be distinct.
+
+    Raises:
+        ValueError: a lease id appears twice.
+    """
+    if len({a.lease_id for a in acks}) != len(acks):
+        raise ValueError("each lease may appear once in a batch")
+    done = _ack_sql(tenant, acks, now) if connection.vendor == "postgresql" else {}
+    results = []
+    for ack in acks:
+        try:
+            if ack.lease_id in done:
+                outcome = Outcome(job_id=done[ack.lease_id], job_status=JobStatus.SUCCEEDED)
+            elif connection.vendor == "postgresql":
+                outcome = _ack_not_current(tenant, ack.lease_id)
+            else:
+                outcome = _ack_orm(tenant, ack, now)
+        except LeaseLost as exc:
+            results.append(AckResult(ack.lease_id, LeaseLost.code, exc.details.get("job_id")))
+        except NotFound:
+            results.append(AckResult(ack.lease_id, NotFound.code))
+        else:
+            results.append(AckResult(ack.lease_id, JobStatus.SUCCEEDED, outcome.job_id,
+                                     outcome.replayed))
+    return results
+
+
+def _ack_sql(tenant: str, acks: Sequence[AckIn], now: datetime | None) -> dict[uuid.UUID, int]:
+    """Run orch_ack_v2; return ``{lease_id: job_id}`` of the acks that took effect."""
+    body = [{"lease_id": str(a.lease_id), "result": a.result,
+             "artifacts": [artifact.__dict__ for artifact in a.artifacts]} for a in acks]
+    with connection.cursor() as cursor:
+        cursor.execute(ORCH_ACK_V2, {"now": require_aware(now) if now is not None else None,
+                                     "tenant": tenant, "acks": Jsonb(body)})
+        return {_uuid(lease): job_id for lease, job_id in cursor.fetchall()}
+
+
+def _uuid(value: Any) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+
+
+def _ack_orm(tenant: str, ack: AckIn, now: datetime | None) -> Outcome:
+    """The portable ack (SQLite in standalone mode), same writes as orch_ack_v2."""
     with transaction.atomic():
         now = _now(now)
-        found = _lock_current(tenant, lease_id, now)
+        found = _lock_current(tenant, ack.lease_id, now)
         if isinstance(found, Lease):
-            return _ack_not_current(tenant, lease_id, found)
+            return _ack_not_current(tenant, ack.lease_id, found)
         job, lease = found
         job_transition(job=job, to=JobStatus.SUCCEEDED, actor=_runner(lease.runner_id), now=now,
-                       data={"fencing_token": lease.fencing_token, "artifacts": len(artifacts)},
-                       result=result)
+                       data={"fencing_token": lease.fencing_token,
+                             "artifacts": len(ack.artifacts)},
+                       result=ack.result)
         outcome = Outcome(job_id=job.pk, job_status=JobStatus.SUCCEEDED)
         Lease.objects.filter(pk=lease.pk).update(status=LeaseStatus.ACKED, ended_at=now,
                                                  outcome=outcome.as_json())
-        if artifacts:
+        if ack.artifacts:
             Artifact.objects.bulk_create([
                 Artifact(job_id=job.pk, lease_id=lease.pk, tenant=tenant, name=a.name, uri=a.uri,
                          sha256=a.sha256, size_bytes=a.size_bytes, media_type=a.media_type,
                          created_at=now)
-                for a in artifacts
+                for a in ack.artifacts
             ])
         return outcome
 

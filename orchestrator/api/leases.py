@@ -18,9 +18,11 @@ from ledger.models import Source
 
 from ..lease_config import LeaseConfig
 from ..leasing import (
+    AckIn,
     ArtifactIn,
     LogLineIn,
     lease_ack,
+    lease_ack_many,
     lease_claim_wait,
     lease_fail,
     lease_heartbeat,
@@ -98,6 +100,25 @@ class LeaseAckApi(APIView):
         outcome = lease_ack(tenant=request.user.tenant, lease_id=lease_id, result=v["result"],
                             artifacts=[ArtifactIn(**a) for a in v["artifacts"]])
         return Response({"job_id": outcome.job_id, "status": outcome.job_status})
+
+
+class LeaseBatchAckApi(APIView):
+    """Ack up to 100 leases in one request and one statement; each succeeds or fails alone."""
+
+    required_scope = RUNNER
+
+    @extend_schema(request=s.BatchAckIn, responses={200: s.BatchAckOut, **ERRORS},
+                   operation_id="leases_ack_batch")
+    def post(self, request: Request) -> Response:
+        data = s.BatchAckIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        acks = [AckIn(lease_id=a["lease_id"], result=a["result"],
+                      artifacts=tuple(ArtifactIn(**x) for x in a["artifacts"]))
+                for a in data.validated_data["acks"]]
+        results = lease_ack_many(tenant=request.user.tenant, acks=acks)
+        return Response({"results": [
+            {"lease_id": str(r.lease_id), "status": r.status, "job_id": r.job_id,
+             "replayed": r.replayed} for r in results]})
 
 
 class LeaseFailApi(APIView):

@@ -193,6 +193,24 @@ class AckIn(StrictSerializer):
         return value
 
 
+class BatchAckItemIn(AckIn):
+    """One ack of a batch: an ack body plus the lease it is for."""
+
+    lease_id = serializers.UUIDField()
+
+
+class BatchAckIn(StrictSerializer):
+    """Body of ``POST /acks``: 1..100 acks of distinct leases."""
+
+    acks = BatchAckItemIn(many=True, allow_empty=False, max_length=100)
+
+    def validate_acks(self, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        ids = [a["lease_id"] for a in value]
+        if len(ids) != len(set(ids)):
+            raise serializers.ValidationError("each lease may appear once in a batch")
+        return value
+
+
 class ErrorIn(StrictSerializer):
     """The error a runner reports: a short machine code and a message."""
 
@@ -311,6 +329,21 @@ class AckOut(serializers.Serializer):
 
     job_id = serializers.IntegerField()
     status = serializers.CharField(help_text='always "succeeded"')
+
+
+class BatchAckResultOut(serializers.Serializer):
+    """How one ack of a batch ended."""
+
+    lease_id = serializers.UUIDField()
+    status = serializers.ChoiceField(choices=["succeeded", "lease_lost", "not_found"])
+    job_id = serializers.IntegerField(allow_null=True)
+    replayed = serializers.BooleanField()
+
+
+class BatchAckOut(serializers.Serializer):
+    """Answer of ``POST /acks``: one result per ack, in the order sent."""
+
+    results = BatchAckResultOut(many=True)
 
 
 class LogsOut(serializers.Serializer):

@@ -11,6 +11,7 @@ urlpatterns = [
     path("runs", jobs.RunCollectionApi.as_view(), name="runs"),
     path("runs/<int:run_id>", jobs.RunDetailApi.as_view(), name="run-detail"),
     path("claims", leases.LeaseClaimApi.as_view(), name="claims"),
+    path("acks", leases.LeaseBatchAckApi.as_view(), name="acks"),
     path("leases/<uuid:lease_id>/heartbeat", leases.LeaseHeartbeatApi.as_view(), name="lease-heartbeat"),
     path("leases/<uuid:lease_id>/ack", leases.LeaseAckApi.as_view(), name="lease-ack"),
     path("leases/<uuid:lease_id>/fail", leases.LeaseFailApi.as_view(), name="lease-fail"),

@@ -1,6 +1,8 @@
 """The bridge end to end over HTTP (Django test client, real PostgreSQL)."""
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from ledger.models import Artifact, JobEvent, Lease
@@ -97,3 +99,42 @@ def test_old_holder_gets_409_lease_lost_over_http_and_changes_nothing(operator, 
              Lease.objects.filter(status="active").count())
     assert after == before
     assert runner.post(f"/api/v1/leases/{new['lease_id']}/ack", {}, format="json").status_code == 200
+
+
+def test_batch_ack_acks_each_lease_on_its_own(operator, runner):
+    for _ in range(3):
+        operator.post("/api/v1/jobs", {"job_type": "test.noop", "project": "p"}, format="json")
+    leases = _claim(runner, max_jobs=3)
+    lost = leases[2]["lease_id"]
+    runner.post(f"/api/v1/leases/{lost}/release", {}, format="json")
+    unknown = "00000000-0000-4000-8000-000000000000"
+    artifact = {"name": "a.ndjson", "uri": "file:///tmp/a", "sha256": SHA, "size_bytes": 3,
+                "media_type": "application/x-ndjson"}
+    body = {"acks": [
+        {"lease_id": leases[0]["lease_id"], "result": {"n": 1}, "artifacts": [artifact]},
+        {"lease_id": leases[1]["lease_id"]},
+        {"lease_id": lost},
+        {"lease_id": unknown},
+    ]}
+    response = runner.post("/api/v1/acks", body, format="json")
+    assert response.status_code == 200, response.content
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == ["succeeded", "succeeded", "lease_lost", "not_found"]
+    assert [r["replayed"] for r in results[:2]] == [False, False]
+    again = runner.post("/api/v1/acks", body, format="json").json()["results"]
+    assert [r["replayed"] for r in again[:2]] == [True, True]
+    assert JobEvent.objects.filter(type="job.succeeded").count() == 2
+    assert Artifact.objects.get().lease_id == uuid.UUID(leases[0]["lease_id"])
+    job = operator.get(f"/api/v1/jobs/{leases[0]['job_id']}").json()
+    assert job["result"] == {"n": 1} and job["status"] == "succeeded"
+    assert operator.get(f"/api/v1/jobs/{leases[2]['job_id']}").json()["status"] == "ready"
+
+
+def test_batch_ack_refuses_a_lease_twice_and_changes_nothing(operator, runner):
+    operator.post("/api/v1/jobs", {"job_type": "test.noop", "project": "p"}, format="json")
+    [lease] = _claim(runner)
+    response = runner.post("/api/v1/acks", {"acks": [{"lease_id": lease["lease_id"]}] * 2},
+                           format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "validation_error"
+    assert Lease.objects.get().status == "active"
