@@ -863,3 +863,16 @@ def test_demo_plan_runs_to_completion_on_the_live_server(
     # The torn CVE line is a malformed record, not a failed job.
     assert sum(j.result["malformed"] for j in succeeded) == 1
     assert not [e for e in events if e.kind in ("lost", "error", "released")]
+
+
+def test_client_ack_many_acks_a_claimed_batch(orch: Orch) -> None:
+    for i in range(3):
+        orch.enqueue({"i": i})
+    client = orch.client()
+    leases = client.claim(runner_id="r", job_types=[JOB_TYPE], max_jobs=3, wait_seconds=0,
+                          lease_seconds=None, claim_id=None)
+    assert len(leases) == 3
+    results = client.ack_many([{"lease_id": lease["lease_id"], "result": {"ok": True}}
+                               for lease in leases])
+    assert [r["status"] for r in results] == ["succeeded"] * 3
+    assert all(job(lease["job_id"]).status == "succeeded" for lease in leases)

@@ -498,6 +498,32 @@ class Client:
 
         return self._retrying(f"ack {lease_id}", call, retry_seconds)
 
+    def ack_many(
+        self,
+        acks: Iterable[JSONObject],
+        *,
+        retry_seconds: float | None = None,
+    ) -> list[JSONObject]:
+        """``POST /acks``: ack up to 100 leases in one request (one statement on the server).
+
+        Retried on no answer/429/5xx for ``retry_seconds`` (a repeated ack is answered again).
+
+        Args:
+            acks: ``{"lease_id", "result"?, "artifacts"?}`` items, distinct leases.
+            retry_seconds: retry budget in seconds; ``None`` = the client's default.
+
+        Returns:
+            One ``{"lease_id", "status", "job_id", "replayed"}`` per ack, in order; ``status``
+            is ``succeeded``, ``lease_lost`` (do not count the work as done) or ``not_found``.
+        """
+        body = {"acks": list(acks)}
+
+        def call() -> list[JSONObject]:
+            data = self._json(self._request("POST", "/acks", body=body), "ack_many")
+            return cast(list[JSONObject], data["results"])
+
+        return self._retrying("ack_many", call, retry_seconds)
+
     def fail(
         self,
         lease_id: str,
