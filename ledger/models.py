@@ -66,7 +66,9 @@ class Job(models.Model):
     project = models.CharField(max_length=NAME_MAX)
     job_type = models.CharField(max_length=NAME_MAX)
     source = models.ForeignKey(Source, null=True, blank=True, on_delete=models.PROTECT)
-    run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.PROTECT, related_name="jobs")
+    # db_index=False: job_run_status_idx (run, status) serves lookups by run.
+    run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.PROTECT, related_name="jobs",
+                            db_index=False)
     payload = models.JSONField(default=dict)
     request_digest = models.CharField(max_length=64, help_text="sha256 of the canonical enqueue body")
     priority = models.SmallIntegerField(default=0)
@@ -170,7 +172,8 @@ class Lease(models.Model):
     """One attempt: a job handed to a runner, until ack, fail, release or expiry."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="leases")
+    # db_index=False: lease_job_epoch_uniq (job, fencing_token) serves lookups by job.
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="leases", db_index=False)
     tenant = models.CharField(max_length=TENANT_MAX)
     fencing_token = models.BigIntegerField()
     attempt = models.PositiveIntegerField()
@@ -187,10 +190,8 @@ class Lease(models.Model):
     outcome = models.JSONField(null=True, blank=True, help_text="what the ending call answered")
 
     class Meta:
-        indexes = [
-            models.Index(fields=["job", "fencing_token"], name="lease_job_epoch_idx"),
-        ]
         constraints = [
+            # One lease per epoch of a job; also the index for a job's leases.
             models.UniqueConstraint(fields=["job", "fencing_token"], name="lease_job_epoch_uniq"),
         ]
 
@@ -204,7 +205,8 @@ class ActorType(models.TextChoices):
 class JobEvent(models.Model):
     """Append-only history of a job: one row per status change or notable fact."""
 
-    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="events")
+    # db_index=False: jobevent_job_idx (job, id) serves lookups by job.
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="events", db_index=False)
     tenant = models.CharField(max_length=TENANT_MAX)
     type = models.CharField(max_length=64)
     from_status = models.CharField(max_length=16, blank=True, default="")
