@@ -30,6 +30,7 @@ class Actor:
 
     @classmethod
     def system(cls, label: str = "orchestrator") -> Actor:
+        """The orchestrator itself acting (reaper, scheduler), named by ``label``."""
         return cls(ActorType.SYSTEM, label)
 
 

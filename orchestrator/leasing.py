@@ -328,7 +328,7 @@ def _lock_current(tenant: str, lease_id: uuid.UUID, now: datetime) -> tuple[Job,
             and job.lease_expires_at > now):
         assert job.current_lease is not None
         return job, job.current_lease
-    lease = Lease.objects.filter(pk=lease_id, tenant=tenant).order_by().first()
+    lease = Lease.objects.filter(pk=lease_id, tenant=tenant).first()
     if lease is None:
         raise NotFound(f"lease {lease_id} not found", lease_id=str(lease_id))
     return lease
@@ -494,7 +494,7 @@ def _ack_orm(tenant: str, ack: AckIn, now: datetime | None) -> Outcome:
 
 def _ack_not_current(tenant: str, lease_id: uuid.UUID, lease: Lease | None = None) -> Outcome:
     """An ack that matched no live lease: a repeat of an ack (answer it again), else lost."""
-    lease = lease or Lease.objects.filter(pk=lease_id, tenant=tenant).order_by().first()
+    lease = lease or Lease.objects.filter(pk=lease_id, tenant=tenant).first()
     if lease is None:
         raise NotFound(f"lease {lease_id} not found", lease_id=str(lease_id))
     if lease.status == LeaseStatus.ACKED:
