@@ -6,7 +6,7 @@ transaction. Lease-specific writes (claim, heartbeat, ack, fail, release, reap) 
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,7 +16,7 @@ from django.db import IntegrityError, transaction
 from .canonical import digest
 from .clock import db_now, require_aware
 from .exceptions import IdempotencyConflict, NotFound
-from .models import ActorType, Job, JobEvent, Run, Source
+from .models import ActorType, Job, JobEvent, Lane, Run, Source
 from .signals import jobs_ready
 from .states import IllegalTransition, JobStatus, is_terminal, require
 
@@ -60,6 +60,26 @@ def event_for(job: Job, *, type: str, actor: Actor, now: datetime, from_status: 
     )
 
 
+# Lanes this process has seen registered (lanes are never deleted, so this cannot go stale).
+_known_lanes: set[tuple[str, str, int]] = set()
+
+# ``admit(tenant, job_type, source_id, count)``: called inside the enqueue transaction before
+# ``count`` new jobs of one lane are written; raises to refuse them (the orchestrator passes its
+# max_queued check, ``orchestrator.admission.admit_enqueue``).
+Admit = Callable[[str, str, int, int], None]
+
+
+def lane_register(*, tenant: str, job_type: str, source_id: int | None) -> None:
+    """Make sure the claim knows the lane of a new job (an insert that ignores duplicates)."""
+    key = (tenant, job_type, source_id or 0)
+    if key in _known_lanes:
+        return
+    Lane.objects.bulk_create([Lane(tenant=key[0], job_type=key[1], source_id=key[2])],
+                             ignore_conflicts=True)
+    # Remember it only once the insert (or the row it met) is committed.
+    transaction.on_commit(lambda: _known_lanes.add(key))
+
+
 def source_resolve(*, tenant: str, name: str | None) -> Source | None:
     """Return the tenant's source called ``name``, creating it on first use; None for None."""
     if name is None:
@@ -81,7 +101,7 @@ def job_enqueue(*, tenant: str, job_type: str, project: str, payload: dict[str, 
                 max_attempts: int, actor: Actor, source: str | None = None, priority: int = 0,
                 idempotency_key: str | None = None, run_id: int | None = None,
                 not_before: datetime | None = None, correlation_id: str | None = None,
-                now: datetime | None = None) -> EnqueueResult:
+                now: datetime | None = None, admit: Admit | None = None) -> EnqueueResult:
     """Create a job, or return the one an earlier identical request created.
 
     The job is ``ready``, or ``scheduled`` when ``not_before`` is in the future. With an
@@ -97,6 +117,7 @@ def job_enqueue(*, tenant: str, job_type: str, project: str, payload: dict[str, 
     Raises:
         IdempotencyConflict: same key, different body (``details.job_id`` names the holder).
         NotFound: ``run_id`` is not a run of this tenant.
+        Whatever ``admit`` raises (nothing is written then).
     """
     body = {
         "job_type": job_type, "project": project, "payload": payload, "source": source,
@@ -114,9 +135,14 @@ def job_enqueue(*, tenant: str, job_type: str, project: str, payload: dict[str, 
         if run_id is not None and not Run.objects.filter(pk=run_id, tenant=tenant).exists():
             raise NotFound(f"run {run_id} not found", run_id=run_id)
         status = JobStatus.SCHEDULED if not_before and not_before > now else JobStatus.READY
+        source_row = source_resolve(tenant=tenant, name=source)
+        source_id = source_row.pk if source_row else None
+        if admit is not None:
+            admit(tenant, job_type, source_id or 0, 1)
+        lane_register(tenant=tenant, job_type=job_type, source_id=source_id)
         job = Job(
             tenant=tenant, project=project, job_type=job_type, payload=payload,
-            source=source_resolve(tenant=tenant, name=source), run_id=run_id,
+            source=source_row, run_id=run_id,
             request_digest=request_digest, priority=priority, idempotency_key=idempotency_key,
             correlation_id=correlation_id, status=status, max_attempts=max_attempts,
             not_before=not_before, created_at=now, updated_at=now,

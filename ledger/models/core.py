@@ -10,8 +10,9 @@ import uuid
 
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Coalesce
 
-from .states import JobStatus
+from ..states import JobStatus
 
 TENANT_MAX = 64
 NAME_MAX = 100
@@ -85,6 +86,10 @@ class Job(models.Model):
     runner_id = models.CharField(max_length=200, null=True, blank=True)
     not_before = models.DateTimeField(null=True, blank=True)
     cancel_requested = models.BooleanField(default=False)
+    # Parents (JobDependency) not yet succeeded; a ``blocked`` job becomes ready at 0. A counter
+    # rather than a re-count, so two parents succeeding at once cannot both miss the last one:
+    # each decrement takes the child's row lock and sees the other's.
+    pending_parents = models.PositiveIntegerField(default=0)
     result = models.JSONField(null=True, blank=True)
     last_error = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField()
@@ -93,12 +98,18 @@ class Job(models.Model):
 
     class Meta:
         indexes = [
-            # The claim: WHERE status='ready' AND tenant=? AND job_type = ANY(?)
-            # ORDER BY priority DESC, id LIMIT n FOR UPDATE SKIP LOCKED. Partial, so finished
-            # jobs leave it at once and the head of the index stays free of dead entries.
+            # The claim, one index range per lane (tenant, job_type, source): WHERE status='ready'
+            # AND tenant=? AND job_type=? AND COALESCE(source_id, 0)=? ORDER BY priority DESC, id.
+            # Per lane, so a paused, capped or broken source never sits in front of another
+            # source's jobs (no head-of-line blocking). Partial: finished jobs leave it at once.
             models.Index(
-                "tenant", "job_type", models.F("priority").desc(), "id",
-                name="job_claim_idx", condition=Q(status="ready"),
+                "tenant", "job_type", Coalesce("source", 0), models.F("priority").desc(), "id",
+                name="job_lane_idx", condition=Q(status="ready"),
+            ),
+            # max_queued at enqueue counts waiting jobs of a scope (ready ones via job_lane_idx).
+            models.Index(
+                "tenant", "job_type", Coalesce("source", 0), name="job_waiting_idx",
+                condition=Q(status__in=["blocked", "scheduled"]),
             ),
             # The reaper: WHERE status='leased' AND lease_expires_at <= now.
             models.Index(fields=["lease_expires_at"], name="job_reap_idx", condition=Q(status="leased")),
@@ -142,6 +153,40 @@ class Job(models.Model):
         return f"job {self.pk} {self.job_type} [{self.status}]"
 
 
+class Lane(models.Model):
+    """A (tenant, job_type, source) that has had jobs: the unit the claim walks, one range of
+    ``job_lane_idx`` each (``source_id`` 0 for jobs without a source). Registered by the
+    enqueue; never deleted, so a cached "known lane" can never go stale."""
+
+    tenant = models.CharField(max_length=TENANT_MAX)
+    job_type = models.CharField(max_length=NAME_MAX)
+    source_id = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "job_type", "source_id"], name="lane_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"lane {self.tenant}/{self.job_type}/{self.source_id}"
+
+
+class JobDependency(models.Model):
+    """An edge of a run's DAG: ``child`` may start only after ``parent`` succeeded."""
+
+    parent = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="child_edges",
+                               db_index=False)
+    child = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="parent_edges")
+    tenant = models.CharField(max_length=TENANT_MAX)
+
+    class Meta:
+        constraints = [
+            # one edge per pair; also the index for "children of a parent"
+            models.UniqueConstraint(fields=["parent", "child"], name="jobdep_parent_child_uniq"),
+            models.CheckConstraint(condition=~Q(parent=models.F("child")), name="jobdep_no_self"),
+        ]
+
+
 class Claim(models.Model):
     """A claim request that granted leases, kept so a retried ``claim_id`` gets the same leases."""
 
@@ -175,6 +220,9 @@ class Lease(models.Model):
     # db_index=False: lease_job_epoch_uniq (job, fencing_token) serves lookups by job.
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="leases", db_index=False)
     tenant = models.CharField(max_length=TENANT_MAX)
+    # The job's source, copied at claim time: the circuit breaker counts a source's recent
+    # outcomes over lease_source_ended_idx without joining jobs.
+    source_id = models.BigIntegerField(null=True, blank=True)
     fencing_token = models.BigIntegerField()
     attempt = models.PositiveIntegerField()
     runner_id = models.CharField(max_length=200)
@@ -193,6 +241,11 @@ class Lease(models.Model):
         constraints = [
             # One lease per epoch of a job; also the index for a job's leases.
             models.UniqueConstraint(fields=["job", "fencing_token"], name="lease_job_epoch_uniq"),
+        ]
+        indexes = [
+            # circuit breaker: a source's attempts that ended within the sliding window
+            models.Index(fields=["source_id", "ended_at"], name="lease_source_ended_idx",
+                         condition=Q(source_id__isnull=False, ended_at__isnull=False)),
         ]
 
 
