@@ -12,3 +12,10 @@ class LeaseLost(LedgerError):
     """
 
     code = "lease_lost"
+
+
+class QueueFull(LedgerError):
+    """A quota's ``max_queued`` would be exceeded: nothing was enqueued; retry after
+    ``details.retry_after_seconds`` (HTTP 429 with ``Retry-After``)."""
+
+    code = "queue_full"

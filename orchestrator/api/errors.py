@@ -14,7 +14,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from ledger.exceptions import IdempotencyConflict, NotFound
 from ledger.states import IllegalTransition
 
-from ..exceptions import LeaseLost
+from ..exceptions import LeaseLost, QueueFull
 
 
 class ApiError(exceptions.APIException):
@@ -36,6 +36,7 @@ def body(code: str, message: str, details: dict[str, Any] | None = None) -> dict
 
 _DOMAIN = {
     LeaseLost: status.HTTP_409_CONFLICT,
+    QueueFull: status.HTTP_429_TOO_MANY_REQUESTS,
     IdempotencyConflict: status.HTTP_409_CONFLICT,
     NotFound: status.HTTP_404_NOT_FOUND,
 }
@@ -83,7 +84,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     """DRF ``EXCEPTION_HANDLER``: domain errors and DRF errors -> the error document."""
     for kind, http_status in _DOMAIN.items():
         if isinstance(exc, kind):
-            return Response(body(exc.code, exc.message, exc.details), status=http_status)
+            response = Response(body(exc.code, exc.message, exc.details), status=http_status)
+            if http_status == 429 and "retry_after_seconds" in exc.details:
+                response["Retry-After"] = str(exc.details["retry_after_seconds"])
+            return response
     if isinstance(exc, IllegalTransition):
         return Response(body("illegal_transition", str(exc), {"from": exc.old, "to": exc.new}),
                         status=status.HTTP_409_CONFLICT)

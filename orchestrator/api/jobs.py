@@ -18,9 +18,10 @@ from ledger.selectors import job_events_list, job_get, job_list
 from ledger.services import Actor, job_cancel, job_enqueue, run_create
 from ledger.states import JobStatus
 
+from ..admission import admit_enqueue
 from . import serializers as s
 from .errors import ApiError
-from .leases import ERRORS
+from .leases import ENQUEUE_ERRORS, ERRORS
 
 READ, OPERATE = "orch:read", "orch:operate"
 
@@ -60,14 +61,15 @@ class JobCollectionApi(APIView):
 
     required_scope = {"POST": OPERATE, "GET": READ}
 
-    @extend_schema(request=s.EnqueueIn, responses={201: s.JobOut, 200: s.JobOut, **ERRORS},
+    @extend_schema(request=s.EnqueueIn, responses={201: s.JobOut, 200: s.JobOut, **ENQUEUE_ERRORS},
                    operation_id="jobs_enqueue")
     def post(self, request: Request) -> Response:
         data = s.EnqueueIn(data=request.data)
         data.is_valid(raise_exception=True)
         v = dict(data.validated_data)
         v["max_attempts"] = v["max_attempts"] or settings.ORCH_MAX_ATTEMPTS_DEFAULT
-        result = job_enqueue(tenant=request.user.tenant, actor=_actor(request), **v)
+        result = job_enqueue(tenant=request.user.tenant, actor=_actor(request), admit=admit_enqueue,
+                             **v)
         job = job_get(tenant=request.user.tenant, job_id=result.job.pk)
         response = Response(s.JobOut(job).data,
                             status=status.HTTP_200_OK if result.replayed else status.HTTP_201_CREATED)

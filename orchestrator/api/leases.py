@@ -34,6 +34,7 @@ from .errors import ApiError
 
 RUNNER = "orch:runner"
 ERRORS = {code: OpenApiResponse(s.ErrorOut) for code in (400, 401, 403, 404, 409, 413)}
+ENQUEUE_ERRORS = {**ERRORS, 429: OpenApiResponse(s.ErrorOut)}
 
 
 def _bounds_error(exc: ValueError) -> ApiError:
