@@ -60,9 +60,6 @@ def event_for(job: Job, *, type: str, actor: Actor, now: datetime, from_status: 
     )
 
 
-# Lanes this process has seen registered (lanes are never deleted, so this cannot go stale).
-_known_lanes: set[tuple[str, str, int]] = set()
-
 # ``admit(tenant, job_type, source_id, count)``: called inside the enqueue transaction before
 # ``count`` new jobs of one lane are written; raises to refuse them (the orchestrator passes its
 # max_queued check, ``orchestrator.admission.admit_enqueue``).
@@ -70,14 +67,13 @@ Admit = Callable[[str, str, int, int], None]
 
 
 def lane_register(*, tenant: str, job_type: str, source_id: int | None) -> None:
-    """Make sure the claim knows the lane of a new job (an insert that ignores duplicates)."""
-    key = (tenant, job_type, source_id or 0)
-    if key in _known_lanes:
-        return
-    Lane.objects.bulk_create([Lane(tenant=key[0], job_type=key[1], source_id=key[2])],
+    """Make sure the claim knows the lane of a new job (an insert that ignores duplicates).
+
+    Not cached in the process: a restored or imported database must never leave a job in a
+    lane the claim does not walk; the insert costs one index probe.
+    """
+    Lane.objects.bulk_create([Lane(tenant=tenant, job_type=job_type, source_id=source_id or 0)],
                              ignore_conflicts=True)
-    # Remember it only once the insert (or the row it met) is committed.
-    transaction.on_commit(lambda: _known_lanes.add(key))
 
 
 def source_resolve(*, tenant: str, name: str | None) -> Source | None:

@@ -1,6 +1,7 @@
-"""The claim and the ack as single PostgreSQL statements (the bridge's hot path).
+"""The ack as a single PostgreSQL statement (the bridge's hot path; the claim's statements are in
+``orchestrator.claim_sql``).
 
-Each is one statement with data-modifying CTEs, run in autocommit: one round trip and one
+It is one statement with data-modifying CTEs, run in autocommit: one round trip and one
 commit per call, instead of five ORM statements and a transaction. They write exactly what the
 portable ORM path in ``orchestrator.leasing`` writes (job row, lease row, event row, artifacts);
 the behaviour tests run on both (PostgreSQL in CI, SQLite with ORCH_TEST_SQLITE=true).
@@ -12,64 +13,7 @@ from __future__ import annotations
 from ledger.states import JobStatus, require
 
 # Every status write below names its transition in the table; this fails at import otherwise.
-assert require(JobStatus.READY, JobStatus.LEASED) == "job.leased"
 assert require(JobStatus.LEASED, JobStatus.SUCCEEDED) == "job.succeeded"  # orch_ack_v2
-
-# orch_claim_v2. Served by job_claim_idx (tenant, job_type, priority DESC, id)
-# WHERE status = 'ready', one index range per job type: v1's `job_type = ANY(array)` could not
-# use the index order, so PostgreSQL read and sorted every ready row of the tenant (9.5 ms at
-# 10,000 ready jobs, vs 0.09 ms here; EXPLAIN ANALYZE in docs/performance.md). Each job type's
-# range yields its first `limit` unlocked rows (SKIP LOCKED: concurrent claimers take the next
-# rows instead of queueing behind each other); the best `limit` of those are leased. With k job
-# types up to k x limit rows are locked for the few milliseconds of the statement. The lease id is generated here so the job row and the lease row
-# are written by the same statement; Django's FKs are DEFERRABLE INITIALLY DEFERRED, so the
-# job -> lease reference is checked at commit, when both rows exist.
-ORCH_CLAIM_V2 = """
-WITH clock AS (
-    SELECT COALESCE(%(now)s::timestamptz, statement_timestamp()) AS now
-), picked AS (
-    SELECT candidate.id
-    FROM unnest(%(job_types)s::text[]) AS wanted(job_type)
-    CROSS JOIN LATERAL (
-        SELECT id, priority FROM ledger_job
-        WHERE status = 'ready' AND tenant = %(tenant)s AND job_type = wanted.job_type
-        ORDER BY priority DESC, id
-        LIMIT %(limit)s
-        FOR UPDATE SKIP LOCKED
-    ) AS candidate
-    ORDER BY candidate.priority DESC, candidate.id
-    LIMIT %(limit)s
-), leased AS (
-    UPDATE ledger_job AS j
-    SET status = 'leased', attempt = j.attempt + 1, fencing_token = j.fencing_token + 1,
-        current_lease_id = gen_random_uuid(),
-        lease_expires_at = clock.now + make_interval(secs => %(seconds)s),
-        runner_id = %(runner)s, updated_at = clock.now
-    FROM picked, clock
-    WHERE j.id = picked.id
-    RETURNING j.id, j.tenant, j.project, j.job_type, j.source_id, j.run_id, j.payload,
-              j.idempotency_key, j.correlation_id, j.priority, j.attempt, j.max_attempts,
-              j.fencing_token, j.current_lease_id, j.lease_expires_at, j.created_at,
-              clock.now AS leased_at
-), new_lease AS (
-    INSERT INTO ledger_lease (id, job_id, tenant, fencing_token, attempt, runner_id, claim_id,
-                              status, lease_seconds, leased_at, expires_at)
-    SELECT current_lease_id, id, tenant, fencing_token, attempt, %(runner)s, %(claim_pk)s,
-           'active', %(seconds)s, leased_at, lease_expires_at
-    FROM leased
-), new_event AS (
-    INSERT INTO ledger_jobevent (job_id, tenant, type, from_status, to_status, lease_id,
-                                 actor_type, actor_label, reason, data, occurred_at)
-    SELECT id, tenant, 'job.leased', 'ready', 'leased', current_lease_id, 'runner', %(runner)s,
-           '', jsonb_build_object('fencing_token', fencing_token, 'attempt', attempt), leased_at
-    FROM leased
-)
-SELECT id, tenant, project, job_type, source_id, run_id, payload, idempotency_key,
-       correlation_id, priority, attempt, max_attempts, fencing_token, current_lease_id,
-       lease_expires_at, created_at, leased_at
-FROM leased
-ORDER BY priority DESC, id
-"""
 
 # orch_ack_v2: one statement acks one or many leases (the batch ack; a single ack is a batch of
 # one). The UPDATE is the compare-and-set: it matches only jobs whose current lease is the

@@ -13,38 +13,26 @@ Invariants (see docs/state-machine.md):
 """
 from __future__ import annotations
 
-import json
 import random
-import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from psycopg.types.json import Jsonb
 
 from ledger.clock import db_now, require_aware
 from ledger.exceptions import NotFound
-from ledger.models import ActorType, Artifact, Claim, Job, JobEvent, JobLogLine, Lease, LeaseStatus
+from ledger.models import ActorType, Artifact, Job, JobLogLine, Lease, LeaseStatus
 from ledger.services import Actor, event_for, job_transition
-from ledger.states import JobStatus, require
+from ledger.states import JobStatus
 
-from . import wakeups
+from .claiming import Grant, lease_claim, lease_claim_wait  # noqa: F401 (the lease service's API)
 from .exceptions import LeaseLost
 from .lease_config import LeaseConfig
-from .lease_sql import ORCH_ACK_V2, ORCH_CLAIM_V2
-
-
-@dataclass(frozen=True)
-class Grant:
-    """One lease handed out by a claim, with the job it covers (both as stored)."""
-
-    lease: Lease
-    job: Job
-    heartbeat_interval_seconds: int
-    backoff_seconds: int
+from .lease_sql import ORCH_ACK_V2
 
 
 @dataclass(frozen=True)
@@ -93,219 +81,12 @@ class LogLineIn:
     message: str
 
 
-class _NothingClaimed(Exception):
-    """Rolls back a claim transaction that found no job (and so its Claim row)."""
-
-
 def _runner(runner_id: str) -> Actor:
     return Actor(ActorType.RUNNER, runner_id)
 
 
 def _now(now: datetime | None) -> datetime:
     return require_aware(now) if now is not None else db_now()
-
-
-def lease_claim(*, tenant: str, runner_id: str, job_types: Sequence[str], max_jobs: int,
-                lease_for: timedelta | None = None, claim_id: str | None = None,
-                now: datetime | None = None, config: LeaseConfig | None = None) -> list[Grant]:
-    """Lease up to ``max_jobs`` ready jobs of ``job_types`` to ``runner_id``, in one transaction.
-
-    Jobs are taken by ``priority`` (high first), then by id (oldest first), skipping rows other
-    claimers hold locked. Each job gets a new ``Lease`` row (one per attempt), its fencing token
-    and attempt go up by one, and a ``job.leased`` event is appended.
-
-    With ``claim_id``: the first claim that grants leases records ``(tenant, runner_id,
-    claim_id)``; a repeat returns those same leases (as they stand now) and never new ones.
-    A claim that found nothing records nothing, so a retried ``claim_id`` may still poll.
-
-    Args:
-        lease_for: lease length; the server default when None; within the configured bounds.
-        now: aware instant standing for the database clock (tests); defaults to ``db_now()``.
-
-    Returns:
-        The grants, possibly empty.
-
-    Raises:
-        ValueError: ``max_jobs`` outside 1..config.max_jobs, or ``lease_for`` out of bounds.
-    """
-    config = config or LeaseConfig.from_settings()
-    if not 1 <= max_jobs <= config.max_jobs:
-        raise ValueError(f"max_jobs must be between 1 and {config.max_jobs}")
-    length = config.clamp_lease(lease_for)
-    types = sorted(set(job_types))
-    if now is not None:
-        require_aware(now)
-    postgres = connection.vendor == "postgresql"
-    if postgres and claim_id is None:
-        # The hot path: one statement in autocommit (orch_claim_v2).
-        return _claim_sql(tenant=tenant, runner_id=runner_id, types=types, max_jobs=max_jobs,
-                          length=length, claim_pk=None, now=now, config=config)
-    try:
-        with transaction.atomic():
-            claim = None
-            if claim_id is not None:
-                try:
-                    with transaction.atomic():
-                        claim = Claim.objects.create(tenant=tenant, runner_id=runner_id,
-                                                     claim_id=claim_id, created_at=_now(now))
-                except IntegrityError:
-                    # Another request with this claim_id committed leases first (on PostgreSQL
-                    # our insert waited for it): answer with its leases.
-                    return _grants_of_claim(tenant, runner_id, claim_id, config)
-            if postgres:
-                grants = _claim_sql(tenant=tenant, runner_id=runner_id, types=types,
-                                    max_jobs=max_jobs, length=length,
-                                    claim_pk=claim.pk if claim else None, now=now, config=config)
-            else:
-                grants = _claim_orm(tenant=tenant, runner_id=runner_id, types=types,
-                                    max_jobs=max_jobs, length=length, claim=claim,
-                                    now=_now(now), config=config)
-            if not grants:
-                raise _NothingClaimed  # roll back the Claim row: a retry may still poll
-            return grants
-    except _NothingClaimed:
-        return []
-
-
-def _claim_sql(*, tenant: str, runner_id: str, types: list[str], max_jobs: int,
-               length: timedelta, claim_pk: int | None, now: datetime | None,
-               config: LeaseConfig) -> list[Grant]:
-    seconds = int(length.total_seconds())
-    with connection.cursor() as cursor:
-        cursor.execute(ORCH_CLAIM_V2, {
-            "now": now, "tenant": tenant, "job_types": types, "limit": max_jobs,
-            "seconds": seconds, "runner": runner_id, "claim_pk": claim_pk,
-        })
-        rows = cursor.fetchall()
-    interval = config.heartbeat_for(length)
-    grants = []
-    for (job_id, job_tenant, project, job_type, source_id, run_id, payload, idempotency_key,
-         correlation_id, priority, attempt, max_attempts, fencing_token, lease_id, expires_at,
-         created_at, leased_at) in rows:
-        job = Job(id=job_id, tenant=job_tenant, project=project, job_type=job_type,
-                  source_id=source_id, run_id=run_id, payload=_json(payload),
-                  idempotency_key=idempotency_key, correlation_id=correlation_id,
-                  priority=priority, status=JobStatus.LEASED, attempt=attempt,
-                  max_attempts=max_attempts, fencing_token=fencing_token,
-                  current_lease_id=lease_id, lease_expires_at=expires_at, runner_id=runner_id,
-                  created_at=created_at, updated_at=leased_at)
-        lease = Lease(id=lease_id, job_id=job_id, tenant=job_tenant, fencing_token=fencing_token,
-                      attempt=attempt, runner_id=runner_id, claim_id=claim_pk,
-                      status=LeaseStatus.ACTIVE, lease_seconds=seconds, leased_at=leased_at,
-                      expires_at=expires_at)
-        grants.append(Grant(lease=lease, job=job, heartbeat_interval_seconds=interval,
-                            backoff_seconds=int(config.backoff.ceiling(attempt).total_seconds())))
-    return grants
-
-
-def _json(value: Any) -> Any:
-    """Raw cursors get jsonb as text on Django's psycopg 3 backend (JSONField decodes it)."""
-    return json.loads(value) if isinstance(value, str | bytes) else value
-
-
-def _claim_orm(*, tenant: str, runner_id: str, types: list[str], max_jobs: int,
-               length: timedelta, claim: Claim | None, now: datetime,
-               config: LeaseConfig) -> list[Grant]:
-    """The portable claim (SQLite in standalone mode), same writes as orch_claim_v2."""
-    # On SQLite the whole transaction holds the database's write lock (transaction_mode
-    # IMMEDIATE), so FOR UPDATE is neither needed nor emitted there.
-    jobs = list(
-        Job.objects.select_for_update(skip_locked=True)
-        .filter(tenant=tenant, status=JobStatus.READY, job_type__in=types)
-        .order_by("-priority", "id")[:max_jobs]
-    )
-    if not jobs:
-        return []
-    return _grant(jobs, runner_id=runner_id, claim=claim, length=length, now=now, config=config)
-
-
-def _grant(jobs: list[Job], *, runner_id: str, claim: Claim | None, length: timedelta,
-           now: datetime, config: LeaseConfig) -> list[Grant]:
-    event_type = require(JobStatus.READY, JobStatus.LEASED)
-    actor = _runner(runner_id)
-    expires = now + length
-    seconds = int(length.total_seconds())
-    leases: list[Lease] = []
-    events: list[JobEvent] = []
-    for job in jobs:
-        lease = Lease(
-            id=uuid.uuid4(), job_id=job.pk, tenant=job.tenant,
-            fencing_token=job.fencing_token + 1, attempt=job.attempt + 1, runner_id=runner_id,
-            claim=claim, status=LeaseStatus.ACTIVE, lease_seconds=seconds, leased_at=now,
-            expires_at=expires,
-        )
-        leases.append(lease)
-        job.status = JobStatus.LEASED
-        job.fencing_token = lease.fencing_token
-        job.attempt = lease.attempt
-        job.current_lease = lease
-        job.lease_expires_at = expires
-        job.runner_id = runner_id
-        job.updated_at = now
-        events.append(event_for(job, type=event_type, actor=actor, now=now,
-                                from_status=JobStatus.READY, to_status=JobStatus.LEASED,
-                                lease_id=lease.id,
-                                data={"fencing_token": lease.fencing_token, "attempt": lease.attempt}))
-    Lease.objects.bulk_create(leases)
-    # The rows are locked by our FOR UPDATE and were 'ready' when locked: this write is the
-    # compare-and-set's second half, one statement for the whole batch.
-    Job.objects.bulk_update(
-        jobs, ["status", "fencing_token", "attempt", "current_lease", "lease_expires_at",
-               "runner_id", "updated_at"],
-    )
-    JobEvent.objects.bulk_create(events)
-    interval = config.heartbeat_for(length)
-    return [
-        Grant(lease=lease, job=job, heartbeat_interval_seconds=interval,
-              backoff_seconds=int(config.backoff.ceiling(job.attempt).total_seconds()))
-        for lease, job in zip(leases, jobs, strict=True)
-    ]
-
-
-def _grants_of_claim(tenant: str, runner_id: str, claim_id: str,
-                     config: LeaseConfig) -> list[Grant]:
-    leases = list(
-        Lease.objects.select_related("job")
-        .filter(claim__tenant=tenant, claim__runner_id=runner_id, claim__claim_id=claim_id)
-        .order_by("-job__priority", "job_id")
-    )
-    return [
-        Grant(lease=lease, job=lease.job,
-              heartbeat_interval_seconds=config.heartbeat_for(timedelta(seconds=lease.lease_seconds)),
-              backoff_seconds=int(config.backoff.ceiling(lease.attempt).total_seconds()))
-        for lease in leases
-    ]
-
-
-def lease_claim_wait(*, wait: timedelta, config: LeaseConfig | None = None,
-                     **claim: Any) -> list[Grant]:
-    """``lease_claim``, long-polling up to ``wait`` while nothing is ready.
-
-    Between attempts the caller holds no transaction and sleeps on ``orchestrator.wakeups``
-    (woken at once by an enqueue in this process), re-checking on a capped exponential schedule
-    so jobs made ready by other processes are found within ``config.poll_max``.
-
-    Args:
-        wait: 0 for a single attempt; at most ``config.max_wait``.
-        claim: keyword arguments of ``lease_claim`` (without ``now``).
-
-    Raises:
-        ValueError: ``wait`` out of range, or as ``lease_claim``.
-    """
-    config = config or LeaseConfig.from_settings()
-    if not timedelta(0) <= wait <= config.max_wait:
-        raise ValueError(f"wait_seconds must be between 0 and {int(config.max_wait.total_seconds())}")
-    deadline = time.monotonic() + wait.total_seconds()
-    delay = config.poll_min.total_seconds()
-    while True:
-        seen = wakeups.generation()
-        grants = lease_claim(config=config, **claim)
-        remaining = deadline - time.monotonic()
-        if grants or remaining <= 0 or wakeups.closing():
-            return grants
-        woken = wakeups.wait(seen, min(delay, remaining))
-        delay = config.poll_min.total_seconds() if woken else min(
-            delay * 2, config.poll_max.total_seconds())
 
 
 def _lock_current(tenant: str, lease_id: uuid.UUID, now: datetime) -> tuple[Job, Lease] | Lease:

@@ -156,7 +156,7 @@ class Job(models.Model):
 class Lane(models.Model):
     """A (tenant, job_type, source) that has had jobs: the unit the claim walks, one range of
     ``job_lane_idx`` each (``source_id`` 0 for jobs without a source). Registered by the
-    enqueue; never deleted, so a cached "known lane" can never go stale."""
+    enqueue (every enqueue, idempotently); never deleted."""
 
     tenant = models.CharField(max_length=TENANT_MAX)
     job_type = models.CharField(max_length=NAME_MAX)

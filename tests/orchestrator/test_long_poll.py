@@ -80,7 +80,7 @@ def test_a_waiting_claim_holds_no_transaction_and_does_not_busy_poll(settings):
         stop.set()
         watcher.join()
     assert grants == []
-    claims = [q for q in queries.captured_queries if "SKIP LOCKED" in q["sql"]]
+    claims = [q for q in queries.captured_queries if "FROM ledger_lane" in q["sql"]]
     # poll 50 ms doubling to ORCH_CLAIM_POLL_MAX_MS (200 ms in tests): about 12 attempts in 2 s
     assert 3 <= len(claims) <= 2 * 1000 // settings.ORCH_CLAIM_POLL_MAX_MS + 6
     # Each attempt is a transaction of a few milliseconds; the 2 s wait itself holds none.

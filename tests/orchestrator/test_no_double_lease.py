@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 from django.db import connection
 
-from ledger.models import Job, JobEvent, Lease
+from ledger.models import Job, JobEvent, Lane, Lease
 
 from .claim_worker import run
 
@@ -29,6 +29,7 @@ def test_every_job_is_leased_and_acked_exactly_once(enqueue):
             request_digest="x", max_attempts=3, status="ready", created_at=now, updated_at=now)
         for i in range(JOBS)
     ])
+    Lane.objects.create(tenant="acme", job_type="test.noop", source_id=0)  # bulk_create skips enqueue
     context = multiprocessing.get_context("spawn")
     with context.Pool(3) as pool:
         results = pool.starmap(run, [(_db_url(), 4, seed) for seed in range(3)], chunksize=1)

@@ -1,0 +1,130 @@
+"""PostgreSQL statements of the admission claim (``orchestrator.claiming``).
+
+Versioned names: change the SQL, bump the suffix, and say why in the commit.
+"""
+from __future__ import annotations
+
+from ledger.states import JobStatus, require
+
+assert require(JobStatus.READY, JobStatus.LEASED) == "job.leased"
+
+# orch_lanes_v1: the lanes a claim may serve, with their tenant's place in the dispatch order.
+# A lane is a candidate when it has a ready job (one probe of job_lane_idx), no pause key covers
+# it and its source's breaker is closed or half-open with no probe out. Read without locks:
+# the claim re-checks what matters under the tenant lock.
+ORCH_LANES_V1 = """
+SELECT l.tenant, l.job_type, l.source_id, s.served_seq, COALESCE(s.weight, 1),
+       b.state = 'half_open' AS probe
+FROM ledger_lane AS l
+LEFT JOIN quotas_tenantshare AS s ON s.tenant = l.tenant
+LEFT JOIN quotas_circuitbreaker AS b ON b.source_id = l.source_id AND l.source_id <> 0
+WHERE {tenant_filter} l.job_type = ANY(%(types)s)
+  AND (b.state IS NULL OR b.state = 'closed' OR (b.state = 'half_open' AND b.probe_job_id IS NULL))
+  AND NOT EXISTS (
+      SELECT 1 FROM quotas_pause AS p
+      WHERE p.tenant = l.tenant AND p.job_type IN ('', l.job_type) AND p.source_id IN (0, l.source_id))
+  AND EXISTS (
+      SELECT 1 FROM ledger_job AS j
+      WHERE j.status = 'ready' AND j.tenant = l.tenant AND j.job_type = l.job_type
+        AND COALESCE(j.source_id, 0) = l.source_id)
+"""
+
+# orch_lock_tenants_v1: the dispatch locks, least recently served first; rows other claimers
+# hold are skipped (they are serving those tenants right now).
+ORCH_LOCK_TENANTS_V1 = """
+SELECT tenant, weight FROM quotas_tenantshare
+WHERE tenant = ANY(%(tenants)s)
+ORDER BY served_seq, tenant
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+"""
+
+# orch_heads_v1: the first `limit` ready jobs of each lane, one index range of job_lane_idx per
+# lane. No row locks: only a holder of the tenant's dispatch lock leases the tenant's jobs, and
+# the lease UPDATE re-checks status = 'ready' against any other writer (cancel).
+ORCH_HEADS_V1 = """
+SELECT lane.tenant, lane.job_type, lane.source_id, c.id, c.priority
+FROM unnest(%(tenants)s::text[], %(types)s::text[], %(sources)s::bigint[])
+     AS lane(tenant, job_type, source_id)
+CROSS JOIN LATERAL (
+    SELECT id, priority FROM ledger_job
+    WHERE status = 'ready' AND tenant = lane.tenant AND job_type = lane.job_type
+      AND COALESCE(source_id, 0) = lane.source_id
+    ORDER BY priority DESC, id
+    LIMIT %(limit)s
+) AS c
+"""
+
+# orch_lease_ids_v1: lease the chosen jobs (those still ready), write their lease and event
+# rows, in one statement. `now` is the clock the admission used (read under the lock).
+_LEASE_TAIL = """
+leased AS (
+    UPDATE ledger_job AS j
+    SET status = 'leased', attempt = j.attempt + 1, fencing_token = j.fencing_token + 1,
+        current_lease_id = gen_random_uuid(),
+        lease_expires_at = clock.now + make_interval(secs => %(seconds)s),
+        runner_id = %(runner)s, updated_at = clock.now
+    FROM clock
+    WHERE j.id IN (SELECT id FROM picked) AND j.status = 'ready'
+    RETURNING j.id, j.tenant, j.project, j.job_type, j.source_id, j.run_id, j.payload,
+              j.idempotency_key, j.correlation_id, j.priority, j.attempt, j.max_attempts,
+              j.fencing_token, j.current_lease_id, j.lease_expires_at, j.created_at,
+              clock.now AS leased_at
+), new_lease AS (
+    INSERT INTO ledger_lease (id, job_id, tenant, source_id, fencing_token, attempt, runner_id,
+                              claim_id, status, lease_seconds, leased_at, expires_at)
+    SELECT current_lease_id, id, tenant, source_id, fencing_token, attempt, %(runner)s,
+           %(claim_pk)s, 'active', %(seconds)s, leased_at, lease_expires_at
+    FROM leased
+), new_event AS (
+    INSERT INTO ledger_jobevent (job_id, tenant, type, from_status, to_status, lease_id,
+                                 actor_type, actor_label, reason, data, occurred_at)
+    SELECT id, tenant, 'job.leased', 'ready', 'leased', current_lease_id, 'runner', %(runner)s,
+           '', jsonb_build_object('fencing_token', fencing_token, 'attempt', attempt), leased_at
+    FROM leased
+)
+SELECT id, tenant, project, job_type, source_id, run_id, payload, idempotency_key,
+       correlation_id, priority, attempt, max_attempts, fencing_token, current_lease_id,
+       lease_expires_at, created_at, leased_at
+FROM leased
+"""
+
+_CLOCK = """
+clock AS (SELECT COALESCE(%(now)s::timestamptz, statement_timestamp()) AS now)
+"""
+
+# orch_lease_ids_v1: lease the chosen jobs (those still ready: the UPDATE re-checks), write their
+# lease and event rows, in one statement. `now` is the clock the admission used (read under the
+# dispatch lock). The lease id is generated here so the job row and the lease row are written by
+# the same statement; Django's FKs are DEFERRABLE INITIALLY DEFERRED, so the job -> lease
+# reference is checked at commit, when both rows exist.
+ORCH_LEASE_IDS_V1 = ("WITH" + _CLOCK + ", picked AS (SELECT unnest(%(ids)s::bigint[]) AS id),"
+                     + _LEASE_TAIL)
+
+# orch_served_v1: move the served tenants to the back of the dispatch order, in serving order.
+ORCH_SERVED_V1 = """
+UPDATE quotas_tenantshare AS s
+SET served_seq = top.seq + v.ord
+FROM (SELECT COALESCE(MAX(served_seq), 0) AS seq FROM quotas_tenantshare) AS top,
+     unnest(%(tenants)s::text[]) WITH ORDINALITY AS v(tenant, ord)
+WHERE s.tenant = v.tenant
+"""
+
+# orch_claim_plain_v3: the claim WITHOUT admission (no quotas, pauses, breakers or fairness),
+# kept as the benchmark's baseline only: orch_claim_v2 of the previous issue moved onto
+# job_lane_idx (one range per lane instead of per job type). Not reachable from the API.
+ORCH_CLAIM_PLAIN_V3 = "WITH" + _CLOCK + """, picked AS (
+    SELECT candidate.id
+    FROM ledger_lane AS lane
+    CROSS JOIN LATERAL (
+        SELECT id, priority FROM ledger_job
+        WHERE status = 'ready' AND tenant = lane.tenant AND job_type = lane.job_type
+          AND COALESCE(source_id, 0) = lane.source_id
+        ORDER BY priority DESC, id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) AS candidate
+    WHERE lane.tenant = %(tenant)s AND lane.job_type = ANY(%(types)s)
+    ORDER BY candidate.priority DESC, candidate.id
+    LIMIT %(limit)s
+),""" + _LEASE_TAIL
