@@ -233,11 +233,14 @@ def _serve(locked: list[tuple[str, int]], by_tenant: dict[str, list[_Lane]], *, 
            max_jobs: int, length: timedelta, claim: Claim | None, now: datetime | None,
            config: LeaseConfig) -> list[Grant]:
     """Admit and lease for the ``locked`` tenants (their dispatch rows are ours)."""
-    now = require_aware(now) if now is not None else db_now()  # read after the locks
     names = [t for t, _ in locked]
     lanes = [lane for t in names for lane in by_tenant[t]]
     quotas = list(Quota.objects.filter(tenant__in=names).order_by("id"))
     active = _active_counts([q for q in quotas if q.max_active is not None])
+    # The clock is read after the locks and the counts: every lease the counts no longer see
+    # ended (ack/fail/reap committed) before this instant, so lease intervals never overlap
+    # beyond a cap, and the bucket's time only moves forward across claimers.
+    now = require_aware(now) if now is not None else db_now()
     budgets: dict[object, int] = {}
     states: dict[int, BucketState] = {}
     for q in quotas:
@@ -278,7 +281,7 @@ def _serve(locked: list[tuple[str, int]], by_tenant: dict[str, list[_Lane]], *, 
 
 
 def _covers(quota: Quota, lane: _Lane) -> bool:
-    return (quota.job_type in (ANY_JOB_TYPE, lane.job_type)
+    return (quota.tenant == lane.tenant and quota.job_type in (ANY_JOB_TYPE, lane.job_type)
             and quota.source_id in (ANY_SOURCE, lane.source_id))
 
 

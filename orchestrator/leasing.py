@@ -29,6 +29,7 @@ from ledger.models import ActorType, Artifact, Job, JobLogLine, Lease, LeaseStat
 from ledger.services import Actor, event_for, job_transition
 from ledger.states import JobStatus
 
+from .breakers import breaker_record_failure
 from .claiming import Grant, lease_claim, lease_claim_wait  # noqa: F401 (the lease service's API)
 from .exceptions import LeaseLost
 from .lease_config import LeaseConfig
@@ -320,8 +321,13 @@ def lease_fail(*, tenant: str, lease_id: uuid.UUID, error: dict[str, str], retry
                          data={"error": error, "retryable": retryable,
                                "fencing_token": lease.fencing_token, "attempt": job.attempt})
 
-    return _end_attempt(tenant=tenant, lease_id=lease_id, now=now, ending=LeaseStatus.FAILED,
-                        decide=decide)
+    outcome = _end_attempt(tenant=tenant, lease_id=lease_id, now=now, ending=LeaseStatus.FAILED,
+                           decide=decide)
+    if not outcome.replayed:
+        # After the commit: the breaker counts this attempt among the source's outcomes.
+        source_id = Lease.objects.filter(pk=lease_id).values_list("source_id", flat=True).first()
+        breaker_record_failure(tenant=tenant, source_id=source_id, now=now)
+    return outcome
 
 
 def lease_release(*, tenant: str, lease_id: uuid.UUID, reason: str = "",
