@@ -50,6 +50,14 @@ class HasScope(BasePermission):
         if isinstance(scope, dict):  # per-method scopes: {"GET": "orch:read", "POST": ...}
             scope = scope.get(request.method)
         if scope is None:
+            # A method the view does not implement (PUT on a GET/PATCH view; OPTIONS, which
+            # only APIView provides) is a 405, not a missing scope; a handler the view does
+            # define without a scope is a bug.
+            from rest_framework.views import APIView  # here: DRF imports this module
+
+            method = request.method.lower()
+            if getattr(type(view), method, None) in (None, getattr(APIView, method, None)):
+                raise exceptions.MethodNotAllowed(request.method)
             raise RuntimeError(f"{type(view).__name__} declares no scope for {request.method}")
         if not principal.has_scope(scope):
             raise exceptions.PermissionDenied(

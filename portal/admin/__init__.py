@@ -7,7 +7,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from ledger.models import Artifact, Job, JobEvent, Lease, Run, Source
+from ledger.models import Artifact, Job, JobEvent, Lease, Run, Schedule, Source
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -62,3 +62,17 @@ class RunAdmin(ReadOnlyAdmin):
 @admin.register(Source)
 class SourceAdmin(ReadOnlyAdmin):
     list_display = ("id", "tenant", "name", "kind")
+
+
+@admin.register(Schedule)
+class ScheduleAdmin(ReadOnlyAdmin):
+    """Recurring schedules, read-only: they change through the API (``/api/v1/schedules``),
+    whose service validates the cron expression and zone and restarts the watermark."""
+
+    list_display = ("id", "tenant", "name", "cron", "timezone", "job_type", "catch_up",
+                    "enabled", "next_fire_at", "last_fired_at")
+    list_filter = ("enabled", "catch_up", "tenant")
+    search_fields = ("=id", "name", "job_type")
+
+
+from . import admission  # noqa: E402,F401  (registers the admission admin classes)
