@@ -6,10 +6,10 @@ transaction. Lease-specific writes (claim, heartbeat, ack, fail, release, reap) 
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import IntegrityError, transaction
 
@@ -19,6 +19,9 @@ from .exceptions import IdempotencyConflict, NotFound
 from .models import ActorType, Job, JobEvent, Lane, Run, Source
 from .signals import jobs_ready
 from .states import IllegalTransition, JobStatus, is_terminal, require
+
+if TYPE_CHECKING:
+    from .replay import ReplayResult
 
 
 @dataclass(frozen=True)
@@ -97,12 +100,16 @@ def job_enqueue(*, tenant: str, job_type: str, project: str, payload: dict[str, 
                 max_attempts: int, actor: Actor, source: str | None = None, priority: int = 0,
                 idempotency_key: str | None = None, run_id: int | None = None,
                 not_before: datetime | None = None, correlation_id: str | None = None,
-                now: datetime | None = None, admit: Admit | None = None) -> EnqueueResult:
+                depends_on: Collection[int] = (), now: datetime | None = None,
+                admit: Admit | None = None) -> EnqueueResult:
     """Create a job, or return the one an earlier identical request created.
 
-    The job is ``ready``, or ``scheduled`` when ``not_before`` is in the future. With an
-    ``idempotency_key``, the request body (every argument but ``now`` and ``actor``) is reduced to
-    a sha256 digest: the same key with the same digest returns the stored job
+    The job is ``ready``, or ``scheduled`` when ``not_before`` is in the future, or ``blocked``
+    while some of ``depends_on`` (ids of this tenant's jobs) have not succeeded
+    (``pending_parents`` counts them; see ``ledger.dependencies``). With an
+    ``idempotency_key``, the request body (every argument but ``now`` and ``actor``; the sorted
+    distinct ``depends_on`` only when not empty, so digests of earlier requests still match) is
+    reduced to a sha256 digest: the same key with the same digest returns the stored job
     (``replayed=True``); the same key with another digest raises.
 
     Concurrency: two identical requests racing on PostgreSQL meet at the unique index
@@ -113,14 +120,22 @@ def job_enqueue(*, tenant: str, job_type: str, project: str, payload: dict[str, 
     Raises:
         IdempotencyConflict: same key, different body (``details.job_id`` names the holder).
         NotFound: ``run_id`` is not a run of this tenant.
+        UnknownParent: ``depends_on`` names ids that are not jobs of this tenant.
+        UpstreamFailed: a parent already ended dead_lettered or canceled.
         Whatever ``admit`` raises (nothing is written then).
     """
-    body = {
+    # ledger.dependencies builds on this module (Actor, event_for): imported here, not on top.
+    from . import dependencies
+
+    parents = sorted(set(depends_on))
+    body: dict[str, Any] = {
         "job_type": job_type, "project": project, "payload": payload, "source": source,
         "priority": priority, "run_id": run_id, "max_attempts": max_attempts,
         "not_before": not_before.isoformat() if not_before else None,
         "correlation_id": correlation_id,
     }
+    if parents:
+        body["depends_on"] = parents
     request_digest = digest(body)
     with transaction.atomic():
         now = require_aware(now) if now else db_now()
@@ -130,7 +145,11 @@ def job_enqueue(*, tenant: str, job_type: str, project: str, payload: dict[str, 
                 return EnqueueResult(existing, True)
         if run_id is not None and not Run.objects.filter(pk=run_id, tenant=tenant).exists():
             raise NotFound(f"run {run_id} not found", run_id=run_id)
+        statuses = dependencies.parents_lock(tenant=tenant, parent_ids=parents)
+        pending = sum(1 for st in statuses.values() if st != JobStatus.SUCCEEDED)
         status = JobStatus.SCHEDULED if not_before and not_before > now else JobStatus.READY
+        if pending:
+            status = JobStatus.BLOCKED
         source_row = source_resolve(tenant=tenant, name=source)
         source_id = source_row.pk if source_row else None
         if admit is not None:
@@ -141,7 +160,7 @@ def job_enqueue(*, tenant: str, job_type: str, project: str, payload: dict[str, 
             source=source_row, run_id=run_id,
             request_digest=request_digest, priority=priority, idempotency_key=idempotency_key,
             correlation_id=correlation_id, status=status, max_attempts=max_attempts,
-            not_before=not_before, created_at=now, updated_at=now,
+            not_before=not_before, pending_parents=pending, created_at=now, updated_at=now,
         )
         try:
             with transaction.atomic():
@@ -153,8 +172,13 @@ def job_enqueue(*, tenant: str, job_type: str, project: str, payload: dict[str, 
             if existing is None:  # the winner rolled back between our insert and our read
                 raise
             return EnqueueResult(existing, True)
+        if parents:
+            dependencies.edges_create(tenant=tenant, edges=((p, job.pk) for p in parents))
+        created: dict[str, Any] = {"idempotency_key": idempotency_key}
+        if parents:
+            created.update(depends_on=parents, pending_parents=pending)
         event_for(job, type="job.created", actor=actor, now=now, to_status=status,
-                  data={"idempotency_key": idempotency_key}).save()
+                  data=created).save()
         if status == JobStatus.READY:
             notify_ready_on_commit(tenant=tenant, job_types=[job_type])
     return EnqueueResult(job, False)
@@ -178,6 +202,9 @@ def job_transition(*, job: Job, to: str, actor: Actor, now: datetime, reason: st
 
     One ``UPDATE ... WHERE id = job.id AND status = job.status`` must touch exactly one row; the
     JobEvent is written in the same transaction (callers hold ``transaction.atomic``).
+    Dependencies follow in the same transaction: to ``succeeded`` counts down the job's blocked
+    children, to ``dead_lettered``/``canceled`` cancels its blocked descendants
+    (``ledger.dependencies``).
 
     Raises:
         IllegalTransition: ``job.status -> to`` is not in the table, or another writer changed
@@ -199,6 +226,13 @@ def job_transition(*, job: Job, to: str, actor: Actor, now: datetime, reason: st
               reason=reason, data=data).save()
     if to == JobStatus.READY:
         notify_ready_on_commit(tenant=job.tenant, job_types=[job.job_type])
+    if to in (JobStatus.SUCCEEDED, JobStatus.DEAD_LETTERED, JobStatus.CANCELED):
+        from . import dependencies  # builds on this module; see job_enqueue
+
+        if to == JobStatus.SUCCEEDED:
+            dependencies.children_release(parent_ids=[job.pk], now=now)
+        else:
+            dependencies.descendants_cancel(job_ids=[job.pk], now=now)
     return job
 
 
@@ -207,7 +241,8 @@ def job_cancel(*, tenant: str, job_id: int, actor: Actor, reason: str,
     """Cancel a job: at once when it is not leased; a leased job gets ``cancel_requested`` and
     ends ``canceled`` when its runner reports back (fail/release) or its lease expires.
 
-    Returns the job as it now stands. Canceling an already-canceled job is a no-op.
+    Returns the job as it now stands. Canceling an already-canceled job is a no-op. A job that
+    ends canceled takes its blocked descendants with it (reason ``upstream_failed``).
 
     Raises:
         NotFound: no such job for this tenant.
@@ -230,3 +265,14 @@ def job_cancel(*, tenant: str, job_id: int, actor: Actor, reason: str,
                           reason=reason).save()
             return job
         return job_transition(job=job, to=JobStatus.CANCELED, actor=actor, now=now, reason=reason)
+
+
+def job_replay(*, tenant: str, job_id: int, actor: Actor, reason: str,
+               rerun_succeeded_descendants: bool = False,
+               now: datetime | None = None) -> ReplayResult:
+    """Put a finished job back to work, reviving (and, if asked, re-running) its descendants:
+    ``ledger.replay.job_replay`` has the contract and the errors."""
+    from .replay import job_replay as replay  # builds on this module; see job_enqueue
+
+    return replay(tenant=tenant, job_id=job_id, actor=actor, reason=reason,
+                  rerun_succeeded_descendants=rerun_succeeded_descendants, now=now)

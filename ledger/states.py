@@ -37,6 +37,15 @@ TRANSITIONS: dict[tuple[str, str], str] = {
     (JobStatus.LEASED, JobStatus.READY): "job.released",
     (JobStatus.LEASED, JobStatus.DEAD_LETTERED): "job.dead_lettered",
     (JobStatus.LEASED, JobStatus.CANCELED): "job.canceled",
+    # Replay (``ledger.services.job_replay``), the only way out of a terminal state: the replayed
+    # job, and the descendants it revives (canceled upstream_failed) or re-runs (succeeded, when
+    # asked). ``data.replay_of`` names the replayed job. See docs/dependencies.md.
+    (JobStatus.SUCCEEDED, JobStatus.READY): "job.replayed",
+    (JobStatus.SUCCEEDED, JobStatus.BLOCKED): "job.replayed",
+    (JobStatus.DEAD_LETTERED, JobStatus.READY): "job.replayed",
+    (JobStatus.DEAD_LETTERED, JobStatus.BLOCKED): "job.replayed",
+    (JobStatus.CANCELED, JobStatus.READY): "job.replayed",
+    (JobStatus.CANCELED, JobStatus.BLOCKED): "job.replayed",
 }
 
 

@@ -89,7 +89,8 @@ class JobCollectionApi(APIView):
         filters = {k: v for k, v in query.validated_data.items() if k not in ("cursor", "page_size")}
         paginator = JobCursorPagination()
         page = paginator.paginate_queryset(
-            job_list(tenant=request.user.tenant, **filters).prefetch_related("artifacts"),
+            job_list(tenant=request.user.tenant, **filters).prefetch_related("artifacts",
+                                                                             "parent_edges"),
             request, view=self)
         return paginator.get_paginated_response(s.JobOut(page, many=True).data)
 

@@ -10,8 +10,9 @@ from ledger.services import Actor, job_transition
 from ledger.states import TERMINAL, TRANSITIONS, IllegalTransition, JobStatus, require
 
 
-def test_terminal_states_have_no_way_out():
-    assert not [pair for pair in TRANSITIONS if pair[0] in TERMINAL]
+def test_terminal_states_leave_only_by_replay():
+    assert {TRANSITIONS[pair] for pair in TRANSITIONS if pair[0] in TERMINAL} == {"job.replayed"}
+    assert {new for old, new in TRANSITIONS if old in TERMINAL} == {"ready", "blocked"}
 
 
 def test_every_state_but_terminal_ones_can_be_canceled():
@@ -20,7 +21,7 @@ def test_every_state_but_terminal_ones_can_be_canceled():
 
 
 @pytest.mark.parametrize("old,new", [
-    ("succeeded", "ready"), ("dead_lettered", "ready"), ("canceled", "leased"),
+    ("succeeded", "leased"), ("dead_lettered", "scheduled"), ("canceled", "leased"),
     ("ready", "succeeded"), ("scheduled", "leased"), ("blocked", "leased"),
 ])
 def test_illegal_transitions_are_refused(old, new):
