@@ -170,46 +170,40 @@ def round_trips(token: str, seed: Any, results_dir: Path, iterations: int = 200)
 
 
 def explain_claim(tenant: str, job_types: list[str], limit: int = 1) -> dict[str, Any]:
-    """EXPLAIN (ANALYZE, BUFFERS) of the server's claim statement (the highest ``ORCH_CLAIM_V*``) on the
-    bench database as it stands, in a transaction that is rolled back (nothing is claimed)."""
-    from django.db import connection, transaction
+    """EXPLAIN (ANALYZE, BUFFERS) of the claim's index-walking statements (``orch_lanes_v1``,
+    the lane probe, and ``orch_heads_v1``, the heads of one lane) on the bench database as it
+    stands; both only read."""
+    from django.db import connection
 
+    from orchestrator import claim_sql
+
+    statements = {
+        "ORCH_LANES_V1": (claim_sql.ORCH_LANES_V1.format(
+            tenant_filter="l.tenant = ANY(%(tenants)s) AND"),
+            {"tenants": [tenant], "types": job_types}),
+        "ORCH_HEADS_V1": (claim_sql.ORCH_HEADS_V1,
+                          {"tenants": [tenant] * len(job_types), "types": job_types,
+                           "sources": [0] * len(job_types), "limit": limit}),
+    }
+    out: dict[str, Any] = {}
     try:
-        from orchestrator import lease_sql
-    except ImportError as exc:
-        return {"skipped": f"no claim statement to explain: {exc!r}"}
-    names = sorted((n for n in dir(lease_sql) if n.startswith("ORCH_CLAIM_V")),
-                   key=lambda n: int("".join(c for c in n[len("ORCH_CLAIM_V"):] if c.isdigit()) or 0))
-    if not names:
-        return {"skipped": "no ORCH_CLAIM_V* statement in orchestrator.lease_sql"}
-    claim_sql = getattr(lease_sql, names[-1])
-    params = {"now": None, "tenant": tenant, "job_types": job_types, "limit": limit,
-              "seconds": 30, "runner": "bench-explain", "claim_pk": None}
-
-    class _Rollback(Exception):
-        pass
-
-    plan: list[str] = []
-    try:
-        with transaction.atomic():
-            with connection.cursor() as cur:
-                cur.execute("SELECT count(*) FROM ledger_job WHERE status = 'ready'")
-                ready = cur.fetchone()[0]
-                cur.execute("EXPLAIN (ANALYZE, BUFFERS) " + claim_sql, params)
+        with connection.cursor() as cur:
+            cur.execute("SELECT count(*) FROM ledger_job WHERE status = 'ready'")
+            out["ready_jobs"] = cur.fetchone()[0]
+            for name, (sql, params) in statements.items():
+                cur.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params)
                 plan = [r[0] for r in cur.fetchall()]
-            raise _Rollback
-    except _Rollback:
-        pass
+                text = "\n".join(plan)
+                out[name] = {
+                    "execution_ms": next((float(line.split(":")[1].split()[0]) for line in plan
+                                          if line.startswith("Execution Time")), None),
+                    "seq_scan_on_ledger_job": "Seq Scan on ledger_job" in text,
+                    "plan": plan}
     except Exception as exc:  # noqa: BLE001 - the server's SQL may have changed
         return {"error": repr(exc)}
     finally:
         connection.close()
-    text = "\n".join(plan)
-    exec_ms = next((float(line.split(":")[1].split()[0]) for line in plan
-                    if line.startswith("Execution Time")), None)
-    return {"statement": names[-1], "ready_jobs": ready, "execution_ms": exec_ms,
-            "seq_scan_on_ledger_job": "Seq Scan on ledger_job" in text,
-            "plan": plan}
+    return out
 
 
 # --- py-spy under load ----------------------------------------------------------------------------

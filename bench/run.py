@@ -192,9 +192,10 @@ def seed_jobs(n: int) -> None:
     """``n`` ready no-op jobs by bulk INSERT (not measured)."""
     from django.utils import timezone
 
-    from ledger.models import Job
+    from ledger.models import Job, Lane
 
     now = timezone.now()
+    Lane.objects.get_or_create(tenant=TENANT, job_type=JOB_TYPE, source_id=0)  # as enqueue does
     Job.objects.bulk_create(
         [Job(tenant=TENANT, project="bench", job_type=JOB_TYPE, payload={"n": i},
              request_digest="0" * 64, max_attempts=3, status="ready", created_at=now,

@@ -1,23 +1,25 @@
 """Ledger reads. Every selector filters by tenant: another tenant's rows do not exist."""
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from datetime import datetime
+from typing import Any
 
 from django.db.models import QuerySet
 
 from .exceptions import NotFound
-from .models import Job, JobEvent
+from .models import Job, JobEvent, Lease
 
 
 def job_get(*, tenant: str, job_id: int) -> Job:
-    """Return the tenant's job with its current lease and artifacts loaded.
+    """Return the tenant's job with its current lease, artifacts and parent edges loaded.
 
     Raises:
         NotFound: no such job for this tenant.
     """
     job = (
         Job.objects.select_related("current_lease", "source")
-        .prefetch_related("artifacts")
+        .prefetch_related("artifacts", "parent_edges")
         .filter(pk=job_id, tenant=tenant)
         .first()
     )
@@ -49,3 +51,10 @@ def job_list(*, tenant: str, status: str | None = None, job_type: str | None = N
 def job_events_list(*, tenant: str, job_id: int) -> QuerySet[JobEvent]:
     """Return a job's events in the order they happened."""
     return JobEvent.objects.filter(tenant=tenant, job_id=job_id).order_by("id")
+
+
+def lease_tenants(lease_ids: Iterable[Any], tenants: Collection[str]) -> dict[Any, str]:
+    """``{lease_id: tenant}`` for the leases among ``lease_ids`` that belong to one of
+    ``tenants`` (a shared runner pool's); other ids are absent."""
+    return dict(Lease.objects.filter(pk__in=list(lease_ids), tenant__in=list(tenants))
+                .values_list("pk", "tenant"))

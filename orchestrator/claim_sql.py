@@ -101,15 +101,6 @@ clock AS (SELECT COALESCE(%(now)s::timestamptz, statement_timestamp()) AS now)
 ORCH_LEASE_IDS_V1 = ("WITH" + _CLOCK + ", picked AS (SELECT unnest(%(ids)s::bigint[]) AS id),"
                      + _LEASE_TAIL)
 
-# orch_served_v1: move the served tenants to the back of the dispatch order, in serving order.
-ORCH_SERVED_V1 = """
-UPDATE quotas_tenantshare AS s
-SET served_seq = top.seq + v.ord
-FROM (SELECT COALESCE(MAX(served_seq), 0) AS seq FROM quotas_tenantshare) AS top,
-     unnest(%(tenants)s::text[]) WITH ORDINALITY AS v(tenant, ord)
-WHERE s.tenant = v.tenant
-"""
-
 # orch_claim_plain_v3: the claim WITHOUT admission (no quotas, pauses, breakers or fairness),
 # kept as the benchmark's baseline only: orch_claim_v2 of the previous issue moved onto
 # job_lane_idx (one range per lane instead of per job type). Not reachable from the API.
@@ -128,3 +119,39 @@ ORCH_CLAIM_PLAIN_V3 = "WITH" + _CLOCK + """, picked AS (
     ORDER BY candidate.priority DESC, candidate.id
     LIMIT %(limit)s
 ),""" + _LEASE_TAIL
+
+# orch_budgets_v1: under the dispatch locks, the locked tenants' quotas with the leased jobs now
+# in each capped scope, and the clock. statement_timestamp() is this statement's start, after
+# the locks; the counts' snapshot is taken then too, so a lease they no longer see ended (its
+# ack committed) before this instant. The one-row `clock` keeps the clock when there are no
+# quotas.
+ORCH_BUDGETS_V1 = """
+SELECT clock.now, q.id, q.tenant, q.job_type, q.source_id, q.max_active, q.rate_per_second,
+       q.burst, q.tokens_micro, q.refilled_at,
+       CASE WHEN q.max_active IS NULL THEN 0 ELSE (
+           SELECT COUNT(*) FROM ledger_job AS j
+           WHERE j.status = 'leased' AND j.tenant = q.tenant
+             AND (q.job_type = '' OR j.job_type = q.job_type)
+             AND (q.source_id = 0 OR COALESCE(j.source_id, 0) = q.source_id)) END
+FROM (SELECT statement_timestamp() AS now) AS clock
+LEFT JOIN quotas_quota AS q ON q.tenant = ANY(%(tenants)s)
+ORDER BY q.id
+"""
+
+# orch_admitted_v1: after the lease, in one statement: the charged buckets and the served
+# tenants moved to the back of the dispatch order, in serving order.
+ORCH_ADMITTED_V1 = """
+WITH charged AS (
+    UPDATE quotas_quota AS q
+    SET tokens_micro = v.tokens_micro, refilled_at = v.refilled_at
+    FROM unnest(%(quota_ids)s::bigint[], %(tokens)s::bigint[], %(refilled)s::timestamptz[])
+         AS v(id, tokens_micro, refilled_at)
+    WHERE q.id = v.id
+    RETURNING q.id
+)
+UPDATE quotas_tenantshare AS s
+SET served_seq = top.seq + v.ord
+FROM (SELECT COALESCE(MAX(served_seq), 0) AS seq FROM quotas_tenantshare) AS top,
+     unnest(%(tenants)s::text[]) WITH ORDINALITY AS v(tenant, ord)
+WHERE s.tenant = v.tenant
+"""

@@ -45,6 +45,7 @@ from quotas.models import (
 )
 
 from . import claim_sql, wakeups
+from .admission import scope_jobs
 from .lease_config import LeaseConfig
 
 
@@ -235,12 +236,8 @@ def _serve(locked: list[tuple[str, int]], by_tenant: dict[str, list[_Lane]], *, 
     """Admit and lease for the ``locked`` tenants (their dispatch rows are ours)."""
     names = [t for t, _ in locked]
     lanes = [lane for t in names for lane in by_tenant[t]]
-    quotas = list(Quota.objects.filter(tenant__in=names).order_by("id"))
-    active = _active_counts([q for q in quotas if q.max_active is not None])
-    # The clock is read after the locks and the counts: every lease the counts no longer see
-    # ended (ack/fail/reap committed) before this instant, so lease intervals never overlap
-    # beyond a cap, and the bucket's time only moves forward across claimers.
-    now = require_aware(now) if now is not None else db_now()
+    clock, quotas, active = _budgets_load(names)
+    now = require_aware(now) if now is not None else clock
     budgets: dict[object, int] = {}
     states: dict[int, BucketState] = {}
     for q in quotas:
@@ -273,10 +270,10 @@ def _serve(locked: list[tuple[str, int]], by_tenant: dict[str, list[_Lane]], *, 
         return []
     grants = _lease(choice.job_ids, runner_id=runner_id, length=length, claim=claim, now=now,
                     config=config)
-    _charge(grants, quotas, states, now)
+    charged = _charge(grants, quotas, states, now)
     _probes_mark(grants, {la.key for la in lanes if la.probe})
     served = [t for t in choice.served if any(g.job.tenant == t for g in grants)]
-    _served_move(served)
+    _admitted_store(charged, served)
     return grants
 
 
@@ -285,24 +282,29 @@ def _covers(quota: Quota, lane: _Lane) -> bool:
             and quota.source_id in (ANY_SOURCE, lane.source_id))
 
 
-def _active_counts(quotas: list[Quota]) -> dict[int, int]:
-    """Leased jobs now in each quota's scope, one statement for all of them."""
-    if not quotas:
-        return {}
-    parts, params = [], []
-    for q in quotas:
-        sql = "SELECT %s, COUNT(*) FROM ledger_job WHERE status = 'leased' AND tenant = %s"
-        params += [q.pk, q.tenant]
-        if q.job_type != ANY_JOB_TYPE:
-            sql += " AND job_type = %s"
-            params.append(q.job_type)
-        if q.source_id != ANY_SOURCE:
-            sql += " AND COALESCE(source_id, 0) = %s"
-            params.append(q.source_id)
-        parts.append(sql)
-    with connection.cursor() as cursor:
-        cursor.execute(" UNION ALL ".join(parts), params)
-        return {pk: count for pk, count in cursor.fetchall()}
+def _budgets_load(tenants: list[str]) -> tuple[datetime, list[Quota], dict[int, int]]:
+    """Under the dispatch locks: the clock, the tenants' quotas, and the leased jobs now in each
+    capped quota's scope. The clock is read after the locks and with the counts: every lease
+    the counts no longer see ended before it (lease intervals never overlap beyond a cap), and
+    the buckets' time only moves forward across claimers."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(claim_sql.ORCH_BUDGETS_V1, {"tenants": tenants})
+            rows = cursor.fetchall()
+        quotas, active = [], {}
+        for (_, pk, tenant, job_type, source_id, max_active, rate, burst, tokens, refilled,
+             count) in rows:
+            if pk is None:
+                continue
+            quotas.append(Quota(id=pk, tenant=tenant, job_type=job_type, source_id=source_id,
+                                max_active=max_active, rate_per_second=rate, burst=burst,
+                                tokens_micro=tokens, refilled_at=refilled))
+            active[pk] = count
+        return rows[0][0], quotas, active
+    quotas = list(Quota.objects.filter(tenant__in=tenants).order_by("id"))
+    active = {q.pk: scope_jobs(q, (JobStatus.LEASED,)).count()
+              for q in quotas if q.max_active is not None}
+    return db_now(), quotas, active
 
 
 def _heads(lanes: list[_Lane], *, limit: int) -> list[Head]:
@@ -434,8 +436,8 @@ def _grant(jobs: list[Job], *, runner_id: str, claim: Claim | None, length: time
 
 
 def _charge(grants: list[Grant], quotas: list[Quota], states: dict[int, BucketState],
-            now: datetime) -> None:
-    """Take one token per lease from every covering bucket, and store the buckets."""
+            now: datetime) -> list[Quota]:
+    """Take one token per lease from every covering bucket; return the quotas changed."""
     changed = []
     for q in quotas:
         if q.pk not in states:
@@ -451,8 +453,7 @@ def _charge(grants: list[Grant], quotas: list[Quota], states: dict[int, BucketSt
             raise AssertionError(f"bucket of {q} over-drawn: {used} > {granted}")
         q.tokens_micro, q.refilled_at = state.tokens_micro, state.refilled_at
         changed.append(q)
-    if changed:
-        Quota.objects.bulk_update(changed, ["tokens_micro", "refilled_at"])
+    return changed
 
 
 def _probes_mark(grants: list[Grant], probe_lanes: set[LaneKey]) -> None:
@@ -464,15 +465,19 @@ def _probes_mark(grants: list[Grant], probe_lanes: set[LaneKey]) -> None:
                                           probe_job_id__isnull=True).update(probe_job_id=g.job.pk)
 
 
-def _served_move(tenants: list[str]) -> None:
-    if not tenants:
+def _admitted_store(charged: list[Quota], served: list[str]) -> None:
+    """Store the charged buckets and move the served tenants to the back of the order."""
+    if not charged and not served:
         return
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute(claim_sql.ORCH_SERVED_V1, {"tenants": tenants})
+            cursor.execute(claim_sql.ORCH_ADMITTED_V1, {
+                "quota_ids": [q.pk for q in charged], "tokens": [q.tokens_micro for q in charged],
+                "refilled": [q.refilled_at for q in charged], "tenants": served})
         return
+    Quota.objects.bulk_update(charged, ["tokens_micro", "refilled_at"])
     top = TenantShare.objects.order_by("-served_seq").values_list("served_seq", flat=True).first()
-    for offset, tenant in enumerate(tenants, start=1):
+    for offset, tenant in enumerate(served, start=1):
         TenantShare.objects.filter(tenant=tenant).update(served_seq=(top or 0) + offset)
 
 

@@ -19,3 +19,22 @@ class QueueFull(LedgerError):
     ``details.retry_after_seconds`` (HTTP 429 with ``Retry-After``)."""
 
     code = "queue_full"
+
+
+class InvalidCron(LedgerError):
+    """A schedule's cron expression does not parse or never fires (``details.reason``): fix
+    the expression (HTTP 400)."""
+
+    code = "invalid_cron"
+
+
+class InvalidTimezone(LedgerError):
+    """Not an IANA time zone name (e.g. ``Europe/Berlin``): fix the name (HTTP 400)."""
+
+    code = "invalid_timezone"
+
+
+class ScheduleNameTaken(LedgerError):
+    """The tenant already has a schedule with this name: pick another (HTTP 409)."""
+
+    code = "name_taken"

@@ -26,14 +26,14 @@ from psycopg.types.json import Jsonb
 from ledger.clock import db_now, require_aware
 from ledger.exceptions import NotFound
 from ledger.models import ActorType, Artifact, Job, JobLogLine, Lease, LeaseStatus
-from ledger.services import Actor, event_for, job_transition
+from ledger.services import Actor, event_for, job_transition, notify_ready_on_commit
 from ledger.states import JobStatus
 
 from .breakers import breaker_record_failure
 from .claiming import Grant, lease_claim, lease_claim_wait  # noqa: F401 (the lease service's API)
 from .exceptions import LeaseLost
 from .lease_config import LeaseConfig
-from .lease_sql import ORCH_ACK_V2
+from .lease_sql import ORCH_ACK_V3
 
 
 @dataclass(frozen=True)
@@ -199,7 +199,8 @@ def lease_ack(*, tenant: str, lease_id: uuid.UUID, result: Any = None,
         done = _ack_sql(tenant, [ack], now)
         if lease_id in done:
             return Outcome(job_id=done[lease_id], job_status=JobStatus.SUCCEEDED)
-        return _ack_not_current(tenant, lease_id)
+    # Not acked by orch_ack_v3: lost, a repeat, or its row changed after the statement's
+    # snapshot (see lease_sql); the locked path decides.
     return _ack_orm(tenant, ack, now)
 
 
@@ -221,9 +222,7 @@ def lease_ack_many(*, tenant: str, acks: Sequence[AckIn],
         try:
             if ack.lease_id in done:
                 outcome = Outcome(job_id=done[ack.lease_id], job_status=JobStatus.SUCCEEDED)
-            elif connection.vendor == "postgresql":
-                outcome = _ack_not_current(tenant, ack.lease_id)
-            else:
+            else:  # as in lease_ack: the locked path decides
                 outcome = _ack_orm(tenant, ack, now)
         except LeaseLost as exc:
             results.append(AckResult(ack.lease_id, LeaseLost.code, exc.details.get("job_id")))
@@ -236,13 +235,24 @@ def lease_ack_many(*, tenant: str, acks: Sequence[AckIn],
 
 
 def _ack_sql(tenant: str, acks: Sequence[AckIn], now: datetime | None) -> dict[uuid.UUID, int]:
-    """Run orch_ack_v2; return ``{lease_id: job_id}`` of the acks that took effect."""
+    """Run orch_ack_v3; return ``{lease_id: job_id}`` of the acks that took effect, and wake
+    claimers for the children it made ready."""
     body = [{"lease_id": str(a.lease_id), "result": a.result,
              "artifacts": [artifact.__dict__ for artifact in a.artifacts]} for a in acks]
     with connection.cursor() as cursor:
-        cursor.execute(ORCH_ACK_V2, {"now": require_aware(now) if now is not None else None,
+        cursor.execute(ORCH_ACK_V3, {"now": require_aware(now) if now is not None else None,
                                      "tenant": tenant, "acks": Jsonb(body)})
-        return {_uuid(lease): job_id for lease, job_id in cursor.fetchall()}
+        rows = cursor.fetchall()
+    ready: dict[str, set[str]] = {}
+    done = {}
+    for lease, job_id, ready_tenant, job_type in rows:
+        if lease is not None:
+            done[_uuid(lease)] = job_id
+        else:
+            ready.setdefault(ready_tenant, set()).add(job_type)
+    for ready_tenant, job_types in ready.items():
+        notify_ready_on_commit(tenant=ready_tenant, job_types=job_types)
+    return done
 
 
 def _uuid(value: Any) -> uuid.UUID:
@@ -250,7 +260,9 @@ def _uuid(value: Any) -> uuid.UUID:
 
 
 def _ack_orm(tenant: str, ack: AckIn, now: datetime | None) -> Outcome:
-    """The portable ack (SQLite in standalone mode), same writes as orch_ack_v2."""
+    """The locked ack, same writes as orch_ack_v3 (its children through ``job_transition``):
+    the only path on SQLite (standalone mode); on PostgreSQL it decides every ack the
+    statement did not take (lost, repeated, or changed after its snapshot)."""
     with transaction.atomic():
         now = _now(now)
         found = _lock_current(tenant, ack.lease_id, now)

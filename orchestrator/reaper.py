@@ -15,10 +15,12 @@ from datetime import datetime
 from django.db import transaction
 
 from ledger.clock import db_now, require_aware
+from ledger.dependencies import descendants_cancel
 from ledger.models import Job, JobEvent, Lease, LeaseStatus
 from ledger.services import Actor, event_for
 from ledger.states import JobStatus, require
 
+from .breakers import breaker_record_failure
 from .lease_config import LeaseConfig
 
 
@@ -28,9 +30,11 @@ class ReapResult:
 
     expired: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
+    upstream_canceled: int = 0  # blocked descendants of jobs that ended dead-lettered/canceled
 
     def as_dict(self) -> dict[str, object]:
-        return {"expired": self.expired, "by_status": dict(self.by_status)}
+        return {"expired": self.expired, "by_status": dict(self.by_status),
+                "upstream_canceled": self.upstream_canceled}
 
 
 def leases_reap_expired(*, now: datetime | None = None, batch_size: int = 500,
@@ -40,7 +44,9 @@ def leases_reap_expired(*, now: datetime | None = None, batch_size: int = 500,
 
     An expired job becomes ``canceled`` if a cancel was requested, ``dead_lettered`` if its
     attempts are used up, else ``scheduled`` with a full-jitter backoff. Its lease row ends
-    ``expired``; a ``lease.expired`` event and the transition's event are appended.
+    ``expired``; a ``lease.expired`` event and the transition's event are appended. A job that
+    ends dead-lettered or canceled cancels its blocked descendants in the same transaction
+    (reason ``upstream_failed``, counted in ``upstream_canceled``).
 
     Args:
         batch_size: rows per transaction (short transactions keep snapshots young).
@@ -90,7 +96,15 @@ def leases_reap_expired(*, now: datetime | None = None, batch_size: int = 500,
             Lease.objects.filter(pk__in=lease_ids, status=LeaseStatus.ACTIVE).update(
                 status=LeaseStatus.EXPIRED, ended_at=batch_now)
             JobEvent.objects.bulk_create(events)
+            ended = [job.pk for job in jobs if job.status != JobStatus.SCHEDULED]
+            if ended:
+                # Same transaction: their blocked descendants could never start. Locked after
+                # the batch, in id order (parents before children, ledger.dependencies).
+                result.upstream_canceled += descendants_cancel(job_ids=ended, now=batch_now)
             result.expired += len(jobs)
+        # After the commit: each expiry is a failed outcome for its source's circuit breaker.
+        for tenant, source_id in sorted({(j.tenant, j.source_id) for j in jobs if j.source_id}):
+            breaker_record_failure(tenant=tenant, source_id=source_id, now=now)
         if len(jobs) < batch_size:
             break
     return result

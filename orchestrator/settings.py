@@ -204,6 +204,8 @@ ORCH_PAYLOAD_MAX_BYTES = env_int("ORCH_PAYLOAD_MAX_BYTES", 262_144, minimum=1024
 ORCH_LOG_LINES_MAX_PER_JOB = env_int("ORCH_LOG_LINES_MAX_PER_JOB", 5000, minimum=10)
 ORCH_REAPER_PERIOD_SECONDS = env_int("ORCH_REAPER_PERIOD_SECONDS", 5, minimum=1)
 ORCH_SCHEDULER_TICK_SECONDS = env_int("ORCH_SCHEDULER_TICK_SECONDS", 1, minimum=1)
+ORCH_SCHEDULES_TICK_SECONDS = env_int("ORCH_SCHEDULES_TICK_SECONDS", 1, minimum=1, maximum=60)
+ORCH_BREAKER_TICK_SECONDS = env_int("ORCH_BREAKER_TICK_SECONDS", 1, minimum=1)
 ORCH_QUEUE_FULL_RETRY_AFTER_SECONDS = env_int("ORCH_QUEUE_FULL_RETRY_AFTER_SECONDS", 5, minimum=1)
 ORCH_BENCH_ENDPOINTS = env_bool("ORCH_BENCH_ENDPOINTS", False)
 
@@ -224,6 +226,14 @@ CELERY_BEAT_SCHEDULE = {
     "orch.scheduler.tick": {
         "task": "orch.scheduler.tick",
         "schedule": timedelta(seconds=ORCH_SCHEDULER_TICK_SECONDS),
+    },
+    "orch.schedules.fire": {
+        "task": "orch.schedules.fire",
+        "schedule": timedelta(seconds=ORCH_SCHEDULES_TICK_SECONDS),
+    },
+    "orch.breakers.advance": {
+        "task": "orch.breakers.advance",
+        "schedule": timedelta(seconds=ORCH_BREAKER_TICK_SECONDS),
     },
 }
 

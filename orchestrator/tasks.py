@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from .breakers import breakers_advance
 from .reaper import leases_reap_expired
+from .schedules import schedules_fire_due
 from .scheduling import jobs_promote_due
 
 
@@ -18,3 +20,17 @@ def reap_expired() -> dict[str, object]:
 def scheduler_tick() -> int:
     """Beat task: promote due scheduled jobs to ready (see ``orchestrator.scheduling``)."""
     return jobs_promote_due()
+
+
+@shared_task(name="orch.schedules.fire", ignore_result=True)
+def schedules_fire() -> dict[str, int]:
+    """Beat task: enqueue the due fire times of recurring schedules (see
+    ``orchestrator.schedules``)."""
+    return schedules_fire_due().as_dict()
+
+
+@shared_task(name="orch.breakers.advance", ignore_result=True)
+def breakers_advance_task() -> dict[str, int]:
+    """Beat task: open breakers past their cool-down go half-open; settled probes close or
+    re-open theirs (see ``orchestrator.breakers``)."""
+    return breakers_advance()

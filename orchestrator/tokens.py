@@ -22,15 +22,29 @@ ALGORITHM = "HS256"
 TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 SUBJECT_MAX = 200
 SCOPES = ("orch:read", "orch:operate", "orch:runner", "orch:quota", "orch:backfill")
+# A shared runner pool's token lists the tenants it serves in this claim (see Principal).
+RUNNER_TENANTS_CLAIM = "orch_runner_tenants"
+RUNNER_TENANTS_MAX = 1000
 
 
 @dataclass(frozen=True)
 class Principal:
-    """The caller a verified token names: subject, tenant and granted scopes."""
+    """The caller a verified token names: subject, tenant and granted scopes.
+
+    ``runner_tenants``: the tenants whose jobs this caller may claim and report on with
+    ``orch:runner``; its own tenant only, unless the token is a shared runner pool's (claim
+    ``orch_runner_tenants``: a list of tenant ids, which includes its own tenant). Every other
+    call stays within ``tenant``.
+    """
 
     subject: str
     tenant: str
     scopes: frozenset[str]
+    runner_tenants: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        if not self.runner_tenants:
+            object.__setattr__(self, "runner_tenants", frozenset({self.tenant}))
 
     is_authenticated = True  # what DRF's permission classes look for on request.user
 
@@ -48,11 +62,14 @@ class TokenInvalid(Exception):
 
 
 def token_issue(*, tenant: str, scopes: Iterable[str], subject: str,
-                ttl: timedelta = timedelta(hours=12), now: datetime | None = None) -> str:
-    """Sign a token for ``tenant`` with ``scopes`` (each one of ``SCOPES``).
+                ttl: timedelta = timedelta(hours=12), now: datetime | None = None,
+                runner_tenants: Iterable[str] | None = None) -> str:
+    """Sign a token for ``tenant`` with ``scopes`` (each one of ``SCOPES``); with
+    ``runner_tenants``, a shared runner pool's token serving those tenants (and ``tenant``).
 
     Raises:
-        ValueError: an unknown scope, an empty tenant, or a non-positive ``ttl``.
+        ValueError: an unknown scope, an empty or malformed tenant, more than
+            ``RUNNER_TENANTS_MAX`` runner tenants, or a non-positive ``ttl``.
     """
     scopes = sorted(set(scopes))
     unknown = set(scopes) - set(SCOPES)
@@ -75,6 +92,11 @@ def token_issue(*, tenant: str, scopes: Iterable[str], subject: str,
         "nbf": int(now.timestamp()),
         "exp": int((now + ttl).timestamp()),
     }
+    if runner_tenants is not None:
+        pool = sorted({tenant, *runner_tenants})
+        if len(pool) > RUNNER_TENANTS_MAX or not all(TENANT_RE.match(t) for t in pool):
+            raise ValueError(f"runner_tenants: at most {RUNNER_TENANTS_MAX} tenant ids")
+        claims[RUNNER_TENANTS_CLAIM] = pool
     return jwt.encode(claims, settings.ORCH_JWT_SECRET, algorithm=ALGORITHM)
 
 
@@ -129,4 +151,12 @@ def _verify(token: str) -> tuple[Principal, float]:
         raise TokenInvalid("invalid_token", "the token's 'sub' claim is empty, too long or has NUL")
     if not isinstance(scope, str):
         raise TokenInvalid("invalid_token", "the 'scope' claim must be a space-separated string")
-    return Principal(subject=subject, tenant=tenant, scopes=frozenset(scope.split())), float(claims["exp"])
+    pool = claims.get(RUNNER_TENANTS_CLAIM)
+    if pool is None:
+        pool = [tenant]
+    elif (not isinstance(pool, list) or len(pool) > RUNNER_TENANTS_MAX
+          or not all(isinstance(t, str) and TENANT_RE.match(t) for t in pool)):
+        raise TokenInvalid("invalid_token", f"the '{RUNNER_TENANTS_CLAIM}' claim must be a list "
+                           f"of at most {RUNNER_TENANTS_MAX} tenant ids")
+    return Principal(subject=subject, tenant=tenant, scopes=frozenset(scope.split()),
+                     runner_tenants=frozenset([tenant, *pool])), float(claims["exp"])

@@ -79,7 +79,7 @@ def allocate(turns: list[TenantTurn], *, max_jobs: int,
                 break
             if head.lane in blocked:
                 continue
-            keys = lane_budgets.get(head.lane, ())
+            keys = tuple(dict.fromkeys(lane_budgets.get(head.lane, ())))  # each key once
             if any(left.get(k, 0) <= 0 for k in keys):
                 blocked.add(head.lane)  # the lane's next jobs need the same budgets
                 continue

@@ -66,9 +66,8 @@ class TenantShare(models.Model):
     tenant = models.CharField(max_length=TENANT_MAX, unique=True)
     weight = models.PositiveIntegerField(default=1)
     served_seq = models.BigIntegerField(default=0)
-
-    class Meta:
-        indexes = [models.Index(fields=["served_seq", "tenant"], name="share_order_idx")]
+    # No index on served_seq: every claim rewrites it, and an unindexed column keeps those
+    # updates HOT (no index writes, no bloat); the claim sorts the few candidate rows itself.
 
     def __str__(self) -> str:
         return f"share {self.tenant} w={self.weight}"

@@ -11,10 +11,23 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from ledger.exceptions import IdempotencyConflict, NotFound
+from ledger.exceptions import (
+    DependencyCycle,
+    IdempotencyConflict,
+    NotFound,
+    UnknownParent,
+    UpstreamFailed,
+)
 from ledger.states import IllegalTransition
+from quotas.exceptions import AdmissionInvalid, AdmissionNotFound, ReasonRequired, TicketRequired
 
-from ..exceptions import LeaseLost, QueueFull
+from ..exceptions import (
+    InvalidCron,
+    InvalidTimezone,
+    LeaseLost,
+    QueueFull,
+    ScheduleNameTaken,
+)
 
 
 class ApiError(exceptions.APIException):
@@ -39,6 +52,16 @@ _DOMAIN = {
     QueueFull: status.HTTP_429_TOO_MANY_REQUESTS,
     IdempotencyConflict: status.HTTP_409_CONFLICT,
     NotFound: status.HTTP_404_NOT_FOUND,
+    UnknownParent: status.HTTP_422_UNPROCESSABLE_ENTITY,
+    DependencyCycle: status.HTTP_422_UNPROCESSABLE_ENTITY,
+    UpstreamFailed: status.HTTP_409_CONFLICT,
+    InvalidCron: status.HTTP_400_BAD_REQUEST,
+    InvalidTimezone: status.HTTP_400_BAD_REQUEST,
+    ScheduleNameTaken: status.HTTP_409_CONFLICT,
+    ReasonRequired: status.HTTP_400_BAD_REQUEST,
+    TicketRequired: status.HTTP_400_BAD_REQUEST,
+    AdmissionInvalid: status.HTTP_400_BAD_REQUEST,
+    AdmissionNotFound: status.HTTP_404_NOT_FOUND,
 }
 
 _DRF_CODES = {
@@ -52,7 +75,8 @@ _DRF_CODES = {
 }
 
 
-_SPECIFIC_CODES = ("unknown_field", "invalid_characters", "too_deep")
+_SPECIFIC_CODES = ("unknown_field", "invalid_characters", "too_deep", "reason_required",
+                   "ticket_required")
 
 
 def _codes(detail: Any) -> set[str]:

@@ -15,6 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from ledger.models import Source
+from ledger.selectors import lease_tenants
 
 from ..lease_config import LeaseConfig
 from ..leasing import (
@@ -34,7 +35,7 @@ from .errors import ApiError
 
 RUNNER = "orch:runner"
 ERRORS = {code: OpenApiResponse(s.ErrorOut) for code in (400, 401, 403, 404, 409, 413)}
-ENQUEUE_ERRORS = {**ERRORS, 429: OpenApiResponse(s.ErrorOut)}
+ENQUEUE_ERRORS = {**ERRORS, 422: OpenApiResponse(s.ErrorOut), 429: OpenApiResponse(s.ErrorOut)}
 
 
 def _bounds_error(exc: ValueError) -> ApiError:
@@ -43,6 +44,26 @@ def _bounds_error(exc: ValueError) -> ApiError:
 
 def _seconds(value: int | None) -> timedelta | None:
     return None if value is None else timedelta(seconds=value)
+
+
+def _lease_tenant(request: Request, lease_id: UUID) -> str:
+    """The tenant a lease call acts in: the caller's, or for a shared runner pool the lease's
+    own tenant when it is one of the pool's (anything else then answers 404 as usual)."""
+    principal = request.user
+    if len(principal.runner_tenants) == 1:
+        return principal.tenant
+    return lease_tenants([lease_id], principal.runner_tenants).get(lease_id, principal.tenant)
+
+
+def _claim_tenants(request: Request, wanted: list[str] | None) -> list[str]:
+    allowed = request.user.runner_tenants
+    if wanted is None:
+        return sorted(allowed)
+    outside = sorted(set(wanted) - allowed)
+    if outside:
+        raise ApiError(403, "tenant_not_allowed", "this token may not claim for these tenants",
+                       {"tenants": outside})
+    return sorted(set(wanted))
 
 
 class LeaseClaimApi(APIView):
@@ -61,6 +82,7 @@ class LeaseClaimApi(APIView):
                 wait=timedelta(seconds=v["wait_seconds"]), tenant=request.user.tenant,
                 runner_id=v["runner_id"], job_types=v["job_types"], max_jobs=v["max_jobs"],
                 lease_for=_seconds(v["lease_seconds"]), claim_id=v["claim_id"],
+                tenants=_claim_tenants(request, v.get("tenants")),
             )
         except ValueError as exc:
             raise _bounds_error(exc) from None
@@ -81,7 +103,7 @@ class LeaseHeartbeatApi(APIView):
         data.is_valid(raise_exception=True)
         v = data.validated_data
         try:
-            state = lease_heartbeat(tenant=request.user.tenant, lease_id=lease_id,
+            state = lease_heartbeat(tenant=_lease_tenant(request, lease_id), lease_id=lease_id,
                                     extend=_seconds(v["extend_seconds"]), progress=v["progress"])
         except ValueError as exc:
             raise _bounds_error(exc) from None
@@ -98,7 +120,7 @@ class LeaseAckApi(APIView):
         data = s.AckIn(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        outcome = lease_ack(tenant=request.user.tenant, lease_id=lease_id, result=v["result"],
+        outcome = lease_ack(tenant=_lease_tenant(request, lease_id), lease_id=lease_id, result=v["result"],
                             artifacts=[ArtifactIn(**a) for a in v["artifacts"]])
         return Response({"job_id": outcome.job_id, "status": outcome.job_status})
 
@@ -116,7 +138,17 @@ class LeaseBatchAckApi(APIView):
         acks = [AckIn(lease_id=a["lease_id"], result=a["result"],
                       artifacts=tuple(ArtifactIn(**x) for x in a["artifacts"]))
                 for a in data.validated_data["acks"]]
-        results = lease_ack_many(tenant=request.user.tenant, acks=acks)
+        principal = request.user
+        if len(principal.runner_tenants) == 1:
+            results = lease_ack_many(tenant=principal.tenant, acks=acks)
+        else:  # a shared runner pool: one batch per tenant, answered in the request's order
+            owners = lease_tenants([a.lease_id for a in acks], principal.runner_tenants)
+            groups: dict[str, list[AckIn]] = {}
+            for a in acks:
+                groups.setdefault(owners.get(a.lease_id, principal.tenant), []).append(a)
+            done = {r.lease_id: r for tenant, group in groups.items()
+                    for r in lease_ack_many(tenant=tenant, acks=group)}
+            results = [done[a.lease_id] for a in acks]
         return Response({"results": [
             {"lease_id": str(r.lease_id), "status": r.status, "job_id": r.job_id,
              "replayed": r.replayed} for r in results]})
@@ -133,7 +165,7 @@ class LeaseFailApi(APIView):
         data = s.FailIn(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        outcome = lease_fail(tenant=request.user.tenant, lease_id=lease_id, error=dict(v["error"]),
+        outcome = lease_fail(tenant=_lease_tenant(request, lease_id), lease_id=lease_id, error=dict(v["error"]),
                              retryable=v["retryable"],
                              retry_after=_seconds(v["retry_after_seconds"]))
         return Response(outcome.as_json())
@@ -149,7 +181,7 @@ class LeaseReleaseApi(APIView):
     def post(self, request: Request, lease_id: UUID) -> Response:
         data = s.ReleaseIn(data=request.data)
         data.is_valid(raise_exception=True)
-        outcome = lease_release(tenant=request.user.tenant, lease_id=lease_id,
+        outcome = lease_release(tenant=_lease_tenant(request, lease_id), lease_id=lease_id,
                                 reason=data.validated_data["reason"] or "")
         return Response(outcome.as_json())
 
@@ -165,7 +197,7 @@ class LeaseLogsApi(APIView):
         data = s.LogsIn(data=request.data)
         data.is_valid(raise_exception=True)
         accepted = lease_logs_append(
-            tenant=request.user.tenant, lease_id=lease_id,
+            tenant=_lease_tenant(request, lease_id), lease_id=lease_id,
             lines=[LogLineIn(**line) for line in data.validated_data["lines"]],
             max_per_job=settings.ORCH_LOG_LINES_MAX_PER_JOB,
         )

@@ -12,6 +12,7 @@ from ledger.models import Job, Lease
 from ledger.states import JobStatus
 
 from ..leasing import Grant
+from ..tokens import RUNNER_TENANTS_MAX, TENANT_RE
 
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,99}$"
 
@@ -106,6 +107,9 @@ class EnqueueIn(StrictSerializer):
                                             min_value=1, max_value=100)
     correlation_id = StrictCharField(required=False, allow_null=True, default=None,
                                            min_length=1, max_length=128)
+    depends_on = serializers.ListField(
+        child=StrictIntegerField(min_value=1), required=False, default=list, max_length=1000,
+        help_text="ids of this tenant's jobs that must succeed first (docs/dependencies.md)")
 
     def validate_payload(self, value: Any) -> Any:
         return validate_payload_size(value)
@@ -139,6 +143,10 @@ class ClaimIn(StrictSerializer):
                                        min_value=1, max_value=MAX_LEASE_SECONDS)
     claim_id = StrictCharField(required=False, allow_null=True, default=None,
                                      min_length=1, max_length=100)
+    tenants = serializers.ListField(child=StrictRegexField(TENANT_RE), required=False,
+                                    allow_empty=False, max_length=RUNNER_TENANTS_MAX,
+                                    help_text="a shared runner pool's subset of its tenants; "
+                                              "default: all of them")
 
 
 class ProgressIn(StrictSerializer):
@@ -382,13 +390,21 @@ class JobOut(serializers.ModelSerializer):
     run_id = serializers.IntegerField(allow_null=True)
     lease = serializers.SerializerMethodField()
     artifacts = ArtifactOut(many=True)
+    depends_on = serializers.SerializerMethodField(
+        help_text="ids of the parent jobs (docs/dependencies.md)")
 
     class Meta:
         model = Job
         fields = ["job_id", "tenant", "project", "job_type", "source", "run_id", "status",
                   "priority", "attempt", "max_attempts", "fencing_token", "idempotency_key",
                   "correlation_id", "payload", "not_before", "cancel_requested", "lease",
-                  "result", "artifacts", "last_error", "created_at", "updated_at", "finished_at"]
+                  "result", "artifacts", "last_error", "depends_on", "pending_parents",
+                  "created_at", "updated_at", "finished_at"]
+
+    @extend_schema_field(serializers.ListField(child=serializers.IntegerField()))
+    def get_depends_on(self, job: Job) -> list[int]:
+        # parent_edges is prefetched by the selectors (one query per page, not per job)
+        return sorted(edge.parent_id for edge in job.parent_edges.all())
 
     @extend_schema_field(serializers.CharField(allow_null=True))
     def get_source(self, job: Job) -> str | None:

@@ -110,7 +110,7 @@ def test_starvation_bound_one_job_beside_a_hundred_thousand(enqueue):
     ready_jobs(100_000, tenant="flood")
     assert len(claim(tenant="flood", tenants=["flood", "lone"], max_jobs=1)) == 1
     lone = enqueue(tenant="lone")
-    for claims in range(1, 3):
+    for _ in range(2):
         grants = claim(tenant="flood", tenants=["flood", "lone"], max_jobs=1)
         if grants[0].job.pk == lone.pk:
             break

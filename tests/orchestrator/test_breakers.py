@@ -66,3 +66,18 @@ def test_a_failed_probe_reopens_the_breaker(enqueue):
     assert breaker.state == "open" and breaker.probe_job_id is None
     assert claim(max_jobs=10) == []
     assert AdmissionEvent.objects.filter(type="breaker.reopened").count() == 1
+
+
+def test_expired_leases_count_as_failures(enqueue):
+    from ledger.clock import db_now
+    from orchestrator.reaper import leases_reap_expired
+
+    flaky = source("flaky")
+    now = db_now()
+    CircuitBreaker.objects.create(tenant="acme", source_id=flaky.pk, min_samples=2,
+                                  changed_at=now - timedelta(days=1))
+    for _ in range(3):
+        enqueue(source="flaky")
+    assert len(claim(max_jobs=2, now=now)) == 2
+    leases_reap_expired(now=now + timedelta(hours=1))
+    assert CircuitBreaker.objects.get(source_id=flaky.pk).state == "open"
