@@ -2,9 +2,9 @@
 
 Invariants (see docs/state-machine.md):
 
-* A job is handed to at most one runner at a time. The claim locks ready rows with
-  ``SELECT ... FOR UPDATE SKIP LOCKED`` over ``job_claim_idx`` and flips them to ``leased`` in
-  the same short transaction, so concurrent claimers skip each other's rows instead of waiting.
+* A job is handed to at most one runner at a time. The claim (``orchestrator.claiming``, under
+  admission control) holds its tenants' dispatch locks and flips the chosen jobs from ``ready``
+  to ``leased`` with a compare-and-set in one short transaction.
 * Every lease carries a fencing token (the job's lease epoch, +1 per claim). A call naming a
   lease that is no longer the job's current, unexpired lease raises ``LeaseLost`` and changes
   nothing: the job row is locked first, then checked, then written.
