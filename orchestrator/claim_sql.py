@@ -55,9 +55,8 @@ CROSS JOIN LATERAL (
 ) AS c
 """
 
-# orch_lease_ids_v1: lease the chosen jobs (those still ready), write their lease and event
-# rows, in one statement. `now` is the clock the admission used (read under the lock).
-_LEASE_TAIL = """
+# The lease writes shared by orch_lease_ids_v2 and orch_claim_plain_v3.
+_LEASE_CTES = """
 leased AS (
     UPDATE ledger_job AS j
     SET status = 'leased', attempt = j.attempt + 1, fencing_token = j.fencing_token + 1,
@@ -82,7 +81,9 @@ leased AS (
     SELECT id, tenant, 'job.leased', 'ready', 'leased', current_lease_id, 'runner', %(runner)s,
            '', jsonb_build_object('fencing_token', fencing_token, 'attempt', attempt), leased_at
     FROM leased
-)
+)"""
+
+_LEASE_SELECT = """
 SELECT id, tenant, project, job_type, source_id, run_id, payload, idempotency_key,
        correlation_id, priority, attempt, max_attempts, fencing_token, current_lease_id,
        lease_expires_at, created_at, leased_at
@@ -93,13 +94,28 @@ _CLOCK = """
 clock AS (SELECT COALESCE(%(now)s::timestamptz, statement_timestamp()) AS now)
 """
 
-# orch_lease_ids_v1: lease the chosen jobs (those still ready: the UPDATE re-checks), write their
-# lease and event rows, in one statement. `now` is the clock the admission used (read under the
-# dispatch lock). The lease id is generated here so the job row and the lease row are written by
-# the same statement; Django's FKs are DEFERRABLE INITIALLY DEFERRED, so the job -> lease
-# reference is checked at commit, when both rows exist.
-ORCH_LEASE_IDS_V1 = ("WITH" + _CLOCK + ", picked AS (SELECT unnest(%(ids)s::bigint[]) AS id),"
-                     + _LEASE_TAIL)
+# orch_lease_ids_v2: lease the chosen jobs (those still ready: the UPDATE re-checks), write their
+# lease and event rows, and store the admission it was decided under, in one statement: the
+# charged buckets and the served tenants moved to the back of the dispatch order, in serving
+# order. `now` is the clock the admission used (read under the dispatch locks). The charge is
+# for every chosen job: a job canceled between the decision and this statement (the only way
+# one is not leased) costs its token anyway, which can only under-grant. The lease id is
+# generated here so the job row and the lease row are written by the same statement; Django's
+# FKs are DEFERRABLE INITIALLY DEFERRED, so the job -> lease reference is checked at commit.
+ORCH_LEASE_IDS_V2 = ("WITH" + _CLOCK + ", picked AS (SELECT unnest(%(ids)s::bigint[]) AS id),"
+                     + _LEASE_CTES + """, charged AS (
+    UPDATE quotas_quota AS q
+    SET tokens_micro = v.tokens_micro, refilled_at = v.refilled_at
+    FROM unnest(%(quota_ids)s::bigint[], %(tokens)s::bigint[], %(refilled)s::timestamptz[])
+         AS v(id, tokens_micro, refilled_at)
+    WHERE q.id = v.id
+), served AS (
+    UPDATE quotas_tenantshare AS s
+    SET served_seq = top.seq + v.ord
+    FROM (SELECT COALESCE(MAX(served_seq), 0) AS seq FROM quotas_tenantshare) AS top,
+         unnest(%(served)s::text[]) WITH ORDINALITY AS v(tenant, ord)
+    WHERE s.tenant = v.tenant
+)""" + _LEASE_SELECT)
 
 # orch_claim_plain_v3: the claim WITHOUT admission (no quotas, pauses, breakers or fairness),
 # kept as the benchmark's baseline only: orch_claim_v2 of the previous issue moved onto
@@ -118,7 +134,7 @@ ORCH_CLAIM_PLAIN_V3 = "WITH" + _CLOCK + """, picked AS (
     WHERE lane.tenant = %(tenant)s AND lane.job_type = ANY(%(types)s)
     ORDER BY candidate.priority DESC, candidate.id
     LIMIT %(limit)s
-),""" + _LEASE_TAIL
+),""" + _LEASE_CTES + _LEASE_SELECT
 
 # orch_budgets_v1: under the dispatch locks, the locked tenants' quotas with the leased jobs now
 # in each capped scope, and the clock. statement_timestamp() is this statement's start, after
@@ -136,22 +152,4 @@ SELECT clock.now, q.id, q.tenant, q.job_type, q.source_id, q.max_active, q.rate_
 FROM (SELECT statement_timestamp() AS now) AS clock
 LEFT JOIN quotas_quota AS q ON q.tenant = ANY(%(tenants)s)
 ORDER BY q.id
-"""
-
-# orch_admitted_v1: after the lease, in one statement: the charged buckets and the served
-# tenants moved to the back of the dispatch order, in serving order.
-ORCH_ADMITTED_V1 = """
-WITH charged AS (
-    UPDATE quotas_quota AS q
-    SET tokens_micro = v.tokens_micro, refilled_at = v.refilled_at
-    FROM unnest(%(quota_ids)s::bigint[], %(tokens)s::bigint[], %(refilled)s::timestamptz[])
-         AS v(id, tokens_micro, refilled_at)
-    WHERE q.id = v.id
-    RETURNING q.id
-)
-UPDATE quotas_tenantshare AS s
-SET served_seq = top.seq + v.ord
-FROM (SELECT COALESCE(MAX(served_seq), 0) AS seq FROM quotas_tenantshare) AS top,
-     unnest(%(tenants)s::text[]) WITH ORDINALITY AS v(tenant, ord)
-WHERE s.tenant = v.tenant
 """

@@ -268,18 +268,22 @@ def _serve(locked: list[tuple[str, int]], by_tenant: dict[str, list[_Lane]], *, 
     choice = allocate(turns, max_jobs=max_jobs, lane_budgets=lane_budgets, budgets=budgets)
     if not choice.job_ids:
         return []
+    lane_of = {h.job_id: h.lane for h in heads}
+    charged = _charge([lane_of[i] for i in choice.job_ids], quotas, states, now)
     grants = _lease(choice.job_ids, runner_id=runner_id, length=length, claim=claim, now=now,
-                    config=config)
-    charged = _charge(grants, quotas, states, now)
+                    config=config, charged=charged, served=choice.served)
     _probes_mark(grants, {la.key for la in lanes if la.probe})
-    served = [t for t in choice.served if any(g.job.tenant == t for g in grants)]
-    _admitted_store(charged, served)
     return grants
 
 
 def _covers(quota: Quota, lane: _Lane) -> bool:
-    return (quota.tenant == lane.tenant and quota.job_type in (ANY_JOB_TYPE, lane.job_type)
-            and quota.source_id in (ANY_SOURCE, lane.source_id))
+    return _covers_key(quota, lane.key)
+
+
+def _covers_key(quota: Quota, lane: LaneKey) -> bool:
+    tenant, job_type, source_id = lane
+    return (quota.tenant == tenant and quota.job_type in (ANY_JOB_TYPE, job_type)
+            and quota.source_id in (ANY_SOURCE, source_id))
 
 
 def _budgets_load(tenants: list[str]) -> tuple[datetime, list[Quota], dict[int, int]]:
@@ -324,16 +328,22 @@ def _heads(lanes: list[_Lane], *, limit: int) -> list[Head]:
 
 
 def _lease(ids: list[int], *, runner_id: str, length: timedelta, claim: Claim | None,
-           now: datetime, config: LeaseConfig) -> list[Grant]:
+           now: datetime, config: LeaseConfig, charged: list[Quota],
+           served: list[str]) -> list[Grant]:
+    """Lease the chosen jobs still ready and store the charged buckets and the served order."""
     if connection.vendor != "postgresql":
         jobs = list(Job.objects.filter(pk__in=ids, status=JobStatus.READY))
         jobs.sort(key=lambda j: ids.index(j.pk))
-        return _grant(jobs, runner_id=runner_id, claim=claim, length=length, now=now,
-                      config=config)
+        grants = _grant(jobs, runner_id=runner_id, claim=claim, length=length, now=now,
+                        config=config)
+        _admitted_store(charged, served)
+        return grants
     with connection.cursor() as cursor:
-        cursor.execute(claim_sql.ORCH_LEASE_IDS_V1, {
+        cursor.execute(claim_sql.ORCH_LEASE_IDS_V2, {
             "now": now, "ids": ids, "seconds": int(length.total_seconds()), "runner": runner_id,
-            "claim_pk": claim.pk if claim else None})
+            "claim_pk": claim.pk if claim else None,
+            "quota_ids": [q.pk for q in charged], "tokens": [q.tokens_micro for q in charged],
+            "refilled": [q.refilled_at for q in charged], "served": served})
         rows = {row[0]: row for row in cursor.fetchall()}
     # in the decided order; a job no longer ready (canceled meanwhile) is simply absent
     return _grants_of_rows([rows[i] for i in ids if i in rows], runner_id=runner_id,
@@ -435,16 +445,15 @@ def _grant(jobs: list[Job], *, runner_id: str, claim: Claim | None, length: time
     ]
 
 
-def _charge(grants: list[Grant], quotas: list[Quota], states: dict[int, BucketState],
+def _charge(lanes: list[LaneKey], quotas: list[Quota], states: dict[int, BucketState],
             now: datetime) -> list[Quota]:
-    """Take one token per lease from every covering bucket; return the quotas changed."""
+    """Take one token per chosen job (``lanes``: each job's lane) from every covering bucket;
+    return the quotas changed, their new state set on them."""
     changed = []
     for q in quotas:
         if q.pk not in states:
             continue
-        used = sum(1 for g in grants if g.job.tenant == q.tenant
-                   and q.job_type in (ANY_JOB_TYPE, g.job.job_type)
-                   and q.source_id in (ANY_SOURCE, g.job.source_id or 0))
+        used = sum(1 for lane in lanes if _covers_key(q, lane))
         if not used:
             continue
         assert q.rate_per_second is not None and q.burst is not None
@@ -466,15 +475,8 @@ def _probes_mark(grants: list[Grant], probe_lanes: set[LaneKey]) -> None:
 
 
 def _admitted_store(charged: list[Quota], served: list[str]) -> None:
-    """Store the charged buckets and move the served tenants to the back of the order."""
-    if not charged and not served:
-        return
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(claim_sql.ORCH_ADMITTED_V1, {
-                "quota_ids": [q.pk for q in charged], "tokens": [q.tokens_micro for q in charged],
-                "refilled": [q.refilled_at for q in charged], "tenants": served})
-        return
+    """SQLite: store the charged buckets and move the served tenants to the back of the order
+    (orch_lease_ids_v2 does both on PostgreSQL)."""
     Quota.objects.bulk_update(charged, ["tokens_micro", "refilled_at"])
     top = TenantShare.objects.order_by("-served_seq").values_list("served_seq", flat=True).first()
     for offset, tenant in enumerate(served, start=1):
