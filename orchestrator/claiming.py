@@ -147,6 +147,7 @@ def _claim_admitted(*, tenants: list[str], runner_id: str, types: list[str], max
     for lane in sorted(lanes, key=lambda la: (la.served_seq or 0, la.tenant)):
         by_tenant.setdefault(lane.tenant, []).append(lane)
     order = list(by_tenant)
+    weights = {lane.tenant: lane.weight for lane in lanes}
     grants: list[Grant] = []
     tried: set[str] = set()
     first = True
@@ -154,7 +155,10 @@ def _claim_admitted(*, tenants: list[str], runner_id: str, types: list[str], max
         candidates = [t for t in order if t not in tried]
         if not candidates:
             break
-        locked = _tenants_lock(candidates, limit=max_jobs - len(grants))
+        # Lock only the tenants the first round-robin turn can serve (each takes up to its
+        # weight): a tenant locked but left unserved would be skipped by concurrent claimers.
+        locked = _tenants_lock(candidates, limit=_turn_size(candidates, weights,
+                                                            max_jobs - len(grants)))
         if not locked:
             if not first:
                 break
@@ -166,6 +170,17 @@ def _claim_admitted(*, tenants: list[str], runner_id: str, types: list[str], max
         grants += _serve(locked, by_tenant, runner_id=runner_id, max_jobs=max_jobs - len(grants),
                          length=length, claim=claim, now=now, config=config)
     return grants
+
+
+def _turn_size(candidates: list[str], weights: dict[str, int], slots: int) -> int:
+    """How many candidates, in order, one round-robin turn of ``slots`` jobs reaches (>= 1)."""
+    total = count = 0
+    for tenant in candidates:
+        if total >= slots:
+            break
+        total += max(1, weights.get(tenant, 1))
+        count += 1
+    return max(1, count)
 
 
 def _candidate_lanes(tenants: list[str], types: list[str]) -> list[_Lane]:
