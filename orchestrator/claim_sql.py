@@ -10,8 +10,8 @@ assert require(JobStatus.READY, JobStatus.LEASED) == "job.leased"
 
 # orch_lanes_v1: the lanes a claim may serve, with their tenant's place in the dispatch order.
 # A lane is a candidate when it has a ready job (one probe of job_lane_idx), no pause key covers
-# it and its source's breaker is closed or half-open with no probe out. Read without locks:
-# the claim re-checks what matters under the tenant lock.
+# it and its source's breaker is closed or half-open with no probe out. Read without locks, to
+# choose which tenants to lock: orch_gate_v1 re-checks pauses and breakers under the lock.
 ORCH_LANES_V1 = """
 SELECT l.tenant, l.job_type, l.source_id, s.served_seq, COALESCE(s.weight, 1),
        b.state = 'half_open' AS probe
@@ -37,6 +37,22 @@ WHERE tenant = ANY(%(tenants)s)
 ORDER BY served_seq, tenant
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
+"""
+
+# orch_gate_v1: under the dispatch locks, the lanes (of the locked tenants) that no pause key
+# covers and whose source's breaker is closed, or half-open with no probe out (`probe`). A pause
+# or breaker change takes the tenant's dispatch lock before it commits, so a claim holding the
+# lock reads the state in force until it commits.
+ORCH_GATE_V1 = """
+SELECT lane.tenant, lane.job_type, lane.source_id, COALESCE(b.state = 'half_open', false)
+FROM unnest(%(tenants)s::text[], %(types)s::text[], %(sources)s::bigint[])
+     AS lane(tenant, job_type, source_id)
+LEFT JOIN quotas_circuitbreaker AS b ON b.source_id = lane.source_id AND lane.source_id <> 0
+WHERE (b.state IS NULL OR b.state = 'closed' OR (b.state = 'half_open' AND b.probe_job_id IS NULL))
+  AND NOT EXISTS (
+      SELECT 1 FROM quotas_pause AS p
+      WHERE p.tenant = lane.tenant AND p.job_type IN ('', lane.job_type)
+        AND p.source_id IN (0, lane.source_id))
 """
 
 # orch_heads_v1: the first `limit` ready jobs of each lane, one index range of job_lane_idx per

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -192,10 +192,31 @@ def _candidate_lanes(tenants: list[str], types: list[str]) -> list[_Lane]:
                     for t, jt, src, seq, weight, probe in cursor.fetchall()]
     # SQLite (standalone): the same rule with the ORM; the transaction holds the write lock.
     shares = {s.tenant: s for s in TenantShare.objects.filter(tenant__in=tenants)}
+    lanes = [_Lane(lane.tenant, lane.job_type, lane.source_id,
+                   shares[lane.tenant].served_seq if lane.tenant in shares else None,
+                   shares[lane.tenant].weight if lane.tenant in shares else 1, False)
+             for lane in Lane.objects.filter(tenant__in=tenants, job_type__in=types)]
+    return [lane for lane in _gate(lanes)
+            if _lane_jobs(lane.tenant, lane.job_type, lane.source_id).exists()]
+
+
+def _gate(lanes: list[_Lane]) -> list[_Lane]:
+    """The ``lanes`` no pause key covers and whose breaker lets jobs out, with ``probe`` set
+    for a half-open breaker's lane (read under the dispatch locks: orch_gate_v1)."""
+    if not lanes:
+        return []
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(claim_sql.ORCH_GATE_V1, {
+                "tenants": [la.tenant for la in lanes], "types": [la.job_type for la in lanes],
+                "sources": [la.source_id for la in lanes]})
+            open_ = {(t, jt, src): bool(probe) for t, jt, src, probe in cursor.fetchall()}
+        return [replace(la, probe=open_[la.key]) for la in lanes if la.key in open_]
+    tenants = {la.tenant for la in lanes}
     breakers = {b.source_id: b for b in CircuitBreaker.objects.filter(tenant__in=tenants)}
     pauses = list(Pause.objects.filter(tenant__in=tenants))
     result = []
-    for lane in Lane.objects.filter(tenant__in=tenants, job_type__in=types):
+    for lane in lanes:
         breaker = breakers.get(lane.source_id) if lane.source_id else None
         if breaker is not None and not (
                 breaker.state == BreakerState.CLOSED
@@ -204,12 +225,8 @@ def _candidate_lanes(tenants: list[str], types: list[str]) -> list[_Lane]:
         if any(p.tenant == lane.tenant and p.job_type in (ANY_JOB_TYPE, lane.job_type)
                and p.source_id in (ANY_SOURCE, lane.source_id) for p in pauses):
             continue
-        if not _lane_jobs(lane.tenant, lane.job_type, lane.source_id).exists():
-            continue
-        share = shares.get(lane.tenant)
-        result.append(_Lane(lane.tenant, lane.job_type, lane.source_id,
-                            share.served_seq if share else None, share.weight if share else 1,
-                            breaker is not None and breaker.state == BreakerState.HALF_OPEN))
+        result.append(replace(lane, probe=breaker is not None
+                              and breaker.state == BreakerState.HALF_OPEN))
     return result
 
 
@@ -250,7 +267,7 @@ def _serve(locked: list[tuple[str, int]], by_tenant: dict[str, list[_Lane]], *, 
            config: LeaseConfig) -> list[Grant]:
     """Admit and lease for the ``locked`` tenants (their dispatch rows are ours)."""
     names = [t for t, _ in locked]
-    lanes = [lane for t in names for lane in by_tenant[t]]
+    lanes = _gate([lane for t in names for lane in by_tenant[t]])
     clock, quotas, active = _budgets_load(names)
     now = require_aware(now) if now is not None else clock
     budgets: dict[object, int] = {}

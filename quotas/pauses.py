@@ -21,7 +21,7 @@ from .audit import (
     scope_kind,
 )
 from .exceptions import AdmissionInvalid, AdmissionNotFound
-from .models import ANY_JOB_TYPE, ANY_SOURCE, Pause
+from .models import ANY_JOB_TYPE, ANY_SOURCE, Pause, TenantShare
 
 
 def _pause_json(pause: Pause | None) -> dict[str, Any] | None:
@@ -40,7 +40,8 @@ def pause_add(*, tenant: str, job_type: str = ANY_JOB_TYPE, source_id: int = ANY
               now: datetime) -> tuple[Pause, bool]:
     """Pause a scope under holder ``key`` (operator, deploy, breaker...).
 
-    The scope runs again only when every key is removed (``pause_remove``). Pausing again
+    The scope runs again only when every key is removed (``pause_remove``). Takes the
+    tenant's dispatch lock, so no claim grants a lease in the scope after this returns. Pausing again
     under the same key updates its reason and ticket (idempotent). Appends
     ``tenant.paused``/``job_type.paused``/``source.paused`` (the widest part of the scope
     names the type) with ``data {key, before, after, keys}``.
@@ -62,6 +63,10 @@ def pause_add(*, tenant: str, job_type: str = ANY_JOB_TYPE, source_id: int = ANY
     if not key or len(key) > KEY_MAX:
         raise AdmissionInvalid("key", f"1 to {KEY_MAX} characters")
     with transaction.atomic():
+        # The tenant's dispatch lock first: a claim of this tenant in flight finishes before the
+        # pause commits, and every later claim re-reads pauses under that lock. So once this
+        # returns, no lease in the scope is granted (docs/admission.md).
+        lock(TenantShare, tenant=tenant)
         new = Pause(tenant=tenant, job_type=job_type, source_id=source_id, key=key,
                     reason=reason, ticket=ticket, actor=actor.label[:200], created_at=now)
         pause, created = lock_or_insert(Pause, new, tenant=tenant, job_type=job_type,

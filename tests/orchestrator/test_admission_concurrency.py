@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection, connections
+from django.utils import timezone
 
 from ledger.models import Lease
 from orchestrator.leasing import lease_ack
@@ -118,3 +119,53 @@ def test_no_window_holds_more_than_burst_plus_rate_times_window():
             assert j - i + 1 <= burst + rate * window + 1e-6, (i, j, window)
     # and the bucket is not starving the claimers either: close to the rate over the run
     assert len(times) >= burst + rate * (elapsed - 0.5) * 0.8, (len(times), elapsed)
+
+
+def test_a_half_open_breaker_lets_exactly_one_probe_out_to_concurrent_claimers():
+    from quotas.models import CircuitBreaker
+
+    flaky = source("flaky")
+    CircuitBreaker.objects.create(tenant="acme", source_id=flaky.pk, state="half_open",
+                                  changed_at=timezone.now())
+    ready_jobs(60, source_id=flaky.pk)
+
+    def work(rng: random.Random) -> None:
+        claim(max_jobs=1, runner=f"r{rng.random()}")  # holds what it gets: the probe stays out
+
+    errors = _claimers(work, seconds=1.5)
+    assert not errors, errors
+    assert Lease.objects.filter(source_id=flaky.pk).count() == 1
+    assert CircuitBreaker.objects.get(source_id=flaky.pk).probe_job_id is not None
+
+
+def test_no_lease_is_granted_in_a_scope_after_its_pause_returns():
+    from ledger.clock import db_now
+    from ledger.services import Actor
+    from quotas.pauses import pause_add
+
+    ready_jobs(3000)
+    paused_at: list[object] = []
+
+    def work(rng: random.Random) -> None:
+        for grant in claim(max_jobs=rng.randint(1, 3), runner=f"r{rng.random()}"):
+            lease_ack(tenant="acme", lease_id=grant.lease.id)
+
+    def pause_soon() -> None:
+        try:
+            deadline = time.monotonic() + 30  # pause once the claimers are leasing
+            while Lease.objects.count() < 20 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            pause_add(tenant="acme", key="deploy", actor=Actor.system("test"),
+                      reason="deploy", now=db_now())
+            paused_at.append(db_now())
+        finally:
+            connection.close()
+
+    pauser = threading.Thread(target=pause_soon)
+    pauser.start()
+    errors = _claimers(work, seconds=1.5)
+    pauser.join()
+    assert not errors, errors
+    leased = list(Lease.objects.values_list("leased_at", flat=True))
+    assert len(leased) > 20, "the claimers made too little progress to prove anything"
+    assert max(leased) < paused_at[0]
