@@ -14,7 +14,7 @@ assert require(JobStatus.READY, JobStatus.LEASED) == "job.leased"
 # choose which tenants to lock: orch_gate_v1 re-checks pauses and breakers under the lock.
 ORCH_LANES_V1 = """
 SELECT l.tenant, l.job_type, l.source_id, s.served_seq, COALESCE(s.weight, 1),
-       b.state = 'half_open' AS probe
+       COALESCE(s.turn_taken, 0), b.state = 'half_open' AS probe
 FROM ledger_lane AS l
 LEFT JOIN quotas_tenantshare AS s ON s.tenant = l.tenant
 LEFT JOIN quotas_circuitbreaker AS b ON b.source_id = l.source_id AND l.source_id <> 0
@@ -32,7 +32,7 @@ WHERE {tenant_filter} l.job_type = ANY(%(types)s)
 # orch_lock_tenants_v1: the dispatch locks, least recently served first; rows other claimers
 # hold are skipped (they are serving those tenants right now).
 ORCH_LOCK_TENANTS_V1 = """
-SELECT tenant, weight FROM quotas_tenantshare
+SELECT tenant, weight, turn_taken FROM quotas_tenantshare
 WHERE tenant = ANY(%(tenants)s)
 ORDER BY served_seq, tenant
 LIMIT %(limit)s
@@ -112,8 +112,8 @@ clock AS (SELECT COALESCE(%(now)s::timestamptz, statement_timestamp()) AS now)
 
 # orch_lease_ids_v2: lease the chosen jobs (those still ready: the UPDATE re-checks), write their
 # lease and event rows, and store the admission it was decided under, in one statement: the
-# charged buckets and the served tenants moved to the back of the dispatch order, in serving
-# order. `now` is the clock the admission used (read under the dispatch locks). The charge is
+# charged buckets, and the served tenants' turns (those that completed one move to the back of
+# the dispatch order, in the order they completed it). `now` is the clock the admission used (read under the dispatch locks). The charge is
 # for every chosen job: a job canceled between the decision and this statement (the only way
 # one is not leased) costs its token anyway, which can only under-grant. The lease id is
 # generated here so the job row and the lease row are written by the same statement; Django's
@@ -127,9 +127,11 @@ ORCH_LEASE_IDS_V2 = ("WITH" + _CLOCK + ", picked AS (SELECT unnest(%(ids)s::bigi
     WHERE q.id = v.id
 ), served AS (
     UPDATE quotas_tenantshare AS s
-    SET served_seq = top.seq + v.ord
+    SET served_seq = CASE WHEN v.to_back THEN top.seq + v.ord ELSE s.served_seq END,
+        turn_taken = v.turn_taken
     FROM (SELECT COALESCE(MAX(served_seq), 0) AS seq FROM quotas_tenantshare) AS top,
-         unnest(%(served)s::text[]) WITH ORDINALITY AS v(tenant, ord)
+         unnest(%(served)s::text[], %(to_back)s::boolean[], %(turn_taken)s::integer[])
+         WITH ORDINALITY AS v(tenant, to_back, turn_taken, ord)
     WHERE s.tenant = v.tenant
 )""" + _LEASE_SELECT)
 

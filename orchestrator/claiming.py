@@ -33,7 +33,7 @@ from ledger.models import ActorType, Claim, Job, JobEvent, Lane, Lease, LeaseSta
 from ledger.services import Actor, event_for
 from ledger.states import JobStatus, require
 from quotas.bucket import Bucket, BucketState
-from quotas.dispatch import Head, LaneKey, TenantTurn, allocate
+from quotas.dispatch import Head, LaneKey, Served, TenantTurn, allocate
 from quotas.models import (
     ANY_JOB_TYPE,
     ANY_SOURCE,
@@ -66,6 +66,7 @@ class _Lane:
     source_id: int
     served_seq: int | None
     weight: int
+    turn_taken: int
     probe: bool
 
     @property
@@ -147,7 +148,7 @@ def _claim_admitted(*, tenants: list[str], runner_id: str, types: list[str], max
     for lane in sorted(lanes, key=lambda la: (la.served_seq or 0, la.tenant)):
         by_tenant.setdefault(lane.tenant, []).append(lane)
     order = list(by_tenant)
-    weights = {lane.tenant: lane.weight for lane in lanes}
+    credits = {lane.tenant: max(1, lane.weight - lane.turn_taken) for lane in lanes}
     grants: list[Grant] = []
     tried: set[str] = set()
     first = True
@@ -157,7 +158,7 @@ def _claim_admitted(*, tenants: list[str], runner_id: str, types: list[str], max
             break
         # Lock only the tenants the first round-robin turn can serve (each takes up to its
         # weight): a tenant locked but left unserved would be skipped by concurrent claimers.
-        locked = _tenants_lock(candidates, limit=_turn_size(candidates, weights,
+        locked = _tenants_lock(candidates, limit=_turn_size(candidates, credits,
                                                             max_jobs - len(grants)))
         if not locked:
             if not first:
@@ -166,19 +167,20 @@ def _claim_admitted(*, tenants: list[str], runner_id: str, types: list[str], max
             # for the first one cannot deadlock.
             locked = _tenant_lock_wait(candidates[0])
         first = False
-        tried.update(t for t, _ in locked)
+        tried.update(t for t, _, _ in locked)
         grants += _serve(locked, by_tenant, runner_id=runner_id, max_jobs=max_jobs - len(grants),
                          length=length, claim=claim, now=now, config=config)
     return grants
 
 
-def _turn_size(candidates: list[str], weights: dict[str, int], slots: int) -> int:
-    """How many candidates, in order, one round-robin turn of ``slots`` jobs reaches (>= 1)."""
+def _turn_size(candidates: list[str], credits: dict[str, int], slots: int) -> int:
+    """How many candidates, in order, ``slots`` jobs reach when each takes its turn's
+    remaining ``credits`` (>= 1)."""
     total = count = 0
     for tenant in candidates:
         if total >= slots:
             break
-        total += max(1, weights.get(tenant, 1))
+        total += max(1, credits.get(tenant, 1))
         count += 1
     return max(1, count)
 
@@ -188,13 +190,14 @@ def _candidate_lanes(tenants: list[str], types: list[str]) -> list[_Lane]:
         sql = claim_sql.ORCH_LANES_V1.format(tenant_filter="l.tenant = ANY(%(tenants)s) AND")
         with connection.cursor() as cursor:
             cursor.execute(sql, {"tenants": tenants, "types": types})
-            return [_Lane(t, jt, src, seq, weight, bool(probe))
-                    for t, jt, src, seq, weight, probe in cursor.fetchall()]
+            return [_Lane(t, jt, src, seq, weight, taken, bool(probe))
+                    for t, jt, src, seq, weight, taken, probe in cursor.fetchall()]
     # SQLite (standalone): the same rule with the ORM; the transaction holds the write lock.
     shares = {s.tenant: s for s in TenantShare.objects.filter(tenant__in=tenants)}
     lanes = [_Lane(lane.tenant, lane.job_type, lane.source_id,
                    shares[lane.tenant].served_seq if lane.tenant in shares else None,
-                   shares[lane.tenant].weight if lane.tenant in shares else 1, False)
+                   shares[lane.tenant].weight if lane.tenant in shares else 1,
+                   shares[lane.tenant].turn_taken if lane.tenant in shares else 0, False)
              for lane in Lane.objects.filter(tenant__in=tenants, job_type__in=types)]
     return [lane for lane in _gate(lanes)
             if _lane_jobs(lane.tenant, lane.job_type, lane.source_id).exists()]
@@ -246,27 +249,27 @@ def _shares_ensure(tenants: Iterable[str]) -> None:
         ignore_conflicts=True)
 
 
-def _tenants_lock(candidates: list[str], *, limit: int) -> list[tuple[str, int]]:
+def _tenants_lock(candidates: list[str], *, limit: int) -> list[tuple[str, int, int]]:
     """Lock up to ``limit`` dispatch rows of ``candidates``, least recently served first,
-    skipping rows other claimers hold. Returns ``[(tenant, weight)]`` in that order."""
+    skipping rows other claimers hold. Returns ``[(tenant, weight, turn_taken)]`` in order."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(claim_sql.ORCH_LOCK_TENANTS_V1, {"tenants": candidates, "limit": limit})
             return list(cursor.fetchall())
     rows = TenantShare.objects.filter(tenant__in=candidates).order_by("served_seq", "tenant")
-    return [(s.tenant, s.weight) for s in rows[:limit]]
+    return [(s.tenant, s.weight, s.turn_taken) for s in rows[:limit]]
 
 
-def _tenant_lock_wait(tenant: str) -> list[tuple[str, int]]:
+def _tenant_lock_wait(tenant: str) -> list[tuple[str, int, int]]:
     share = TenantShare.objects.select_for_update().filter(tenant=tenant).first()
-    return [(share.tenant, share.weight)] if share else []
+    return [(share.tenant, share.weight, share.turn_taken)] if share else []
 
 
-def _serve(locked: list[tuple[str, int]], by_tenant: dict[str, list[_Lane]], *, runner_id: str,
+def _serve(locked: list[tuple[str, int, int]], by_tenant: dict[str, list[_Lane]], *, runner_id: str,
            max_jobs: int, length: timedelta, claim: Claim | None, now: datetime | None,
            config: LeaseConfig) -> list[Grant]:
     """Admit and lease for the ``locked`` tenants (their dispatch rows are ours)."""
-    names = [t for t, _ in locked]
+    names = [t for t, _, _ in locked]
     lanes = _gate([lane for t in names for lane in by_tenant[t]])
     clock, quotas, active = _budgets_load(names)
     now = require_aware(now) if now is not None else clock
@@ -295,8 +298,8 @@ def _serve(locked: list[tuple[str, int]], by_tenant: dict[str, list[_Lane]], *, 
     if not open_lanes:
         return []
     heads = _heads(open_lanes, limit=max_jobs)
-    weights = dict(locked)
-    turns = [TenantTurn(t, weights[t], [h for h in heads if h.lane[0] == t]) for t in names]
+    turns = [TenantTurn(t, weight, [h for h in heads if h.lane[0] == t],
+                        credit=weight - taken) for t, weight, taken in locked]
     choice = allocate(turns, max_jobs=max_jobs, lane_budgets=lane_budgets, budgets=budgets)
     if not choice.job_ids:
         return []
@@ -361,7 +364,7 @@ def _heads(lanes: list[_Lane], *, limit: int) -> list[Head]:
 
 def _lease(ids: list[int], *, runner_id: str, length: timedelta, claim: Claim | None,
            now: datetime, config: LeaseConfig, charged: list[Quota],
-           served: list[str]) -> list[Grant]:
+           served: list[Served]) -> list[Grant]:
     """Lease the chosen jobs still ready and store the charged buckets and the served order."""
     if connection.vendor != "postgresql":
         jobs = list(Job.objects.filter(pk__in=ids, status=JobStatus.READY))
@@ -375,7 +378,9 @@ def _lease(ids: list[int], *, runner_id: str, length: timedelta, claim: Claim | 
             "now": now, "ids": ids, "seconds": int(length.total_seconds()), "runner": runner_id,
             "claim_pk": claim.pk if claim else None,
             "quota_ids": [q.pk for q in charged], "tokens": [q.tokens_micro for q in charged],
-            "refilled": [q.refilled_at for q in charged], "served": served})
+            "refilled": [q.refilled_at for q in charged],
+            "served": [x.tenant for x in served], "to_back": [x.to_back for x in served],
+            "turn_taken": [x.turn_taken for x in served]})
         rows = {row[0]: row for row in cursor.fetchall()}
     # in the decided order; a job no longer ready (canceled meanwhile) is simply absent
     return _grants_of_rows([rows[i] for i in ids if i in rows], runner_id=runner_id,
@@ -506,13 +511,16 @@ def _probes_mark(grants: list[Grant], probe_lanes: set[LaneKey]) -> None:
                                           probe_job_id__isnull=True).update(probe_job_id=g.job.pk)
 
 
-def _admitted_store(charged: list[Quota], served: list[str]) -> None:
-    """SQLite: store the charged buckets and move the served tenants to the back of the order
-    (orch_lease_ids_v2 does both on PostgreSQL)."""
+def _admitted_store(charged: list[Quota], served: list[Served]) -> None:
+    """SQLite: store the charged buckets and the served tenants' turns (orch_lease_ids_v2 does
+    both on PostgreSQL)."""
     Quota.objects.bulk_update(charged, ["tokens_micro", "refilled_at"])
     top = TenantShare.objects.order_by("-served_seq").values_list("served_seq", flat=True).first()
-    for offset, tenant in enumerate(served, start=1):
-        TenantShare.objects.filter(tenant=tenant).update(served_seq=(top or 0) + offset)
+    for offset, x in enumerate(served, start=1):
+        changes: dict[str, int] = {"turn_taken": x.turn_taken}
+        if x.to_back:
+            changes["served_seq"] = (top or 0) + offset
+        TenantShare.objects.filter(tenant=x.tenant).update(**changes)
 
 
 def _grants_of_claim(tenant: str, runner_id: str, claim_id: str,

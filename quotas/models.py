@@ -59,13 +59,16 @@ class TenantShare(models.Model):
     """A tenant's place in weighted round-robin dispatch (see docs/admission.md).
 
     ``served_seq`` orders tenants, least recently served first; ``weight`` is how many jobs the
-    tenant may take per turn. The row is also the tenant's dispatch lock: a claim serving the
+    tenant may take per turn; ``turn_taken`` how many it took of its current turn. The row is also the tenant's dispatch lock: a claim serving the
     tenant holds it ``FOR UPDATE`` for its transaction.
     """
 
     tenant = models.CharField(max_length=TENANT_MAX, unique=True)
     weight = models.PositiveIntegerField(default=1)
     served_seq = models.BigIntegerField(default=0)
+    # Jobs taken in the tenant's current turn (0 <= turn_taken < weight): a turn spans claims,
+    # so a weight counts even when runners claim one job at a time (the deficit of DRR).
+    turn_taken = models.PositiveIntegerField(default=0)
     # No index on served_seq: every claim rewrites it, and an unindexed column keeps those
     # updates HOT (no index writes, no bloat); the claim sorts the few candidate rows itself.
 

@@ -103,6 +103,19 @@ def test_weighted_round_robin_shares_each_claim_by_weight(enqueue):
     assert counts == {"heavy": 24, "light": 8}
 
 
+def test_weights_hold_when_runners_claim_one_job_at_a_time(enqueue):
+    for _ in range(30):
+        enqueue(tenant="heavy")
+        enqueue(tenant="light")
+    claim(tenant="heavy", tenants=["heavy", "light"], max_jobs=2)  # creates both shares
+    TenantShare.objects.filter(tenant="heavy").update(weight=3)
+    counts = {"heavy": 0, "light": 0}
+    for _ in range(32):
+        (grant,) = claim(tenant="heavy", tenants=["heavy", "light"], max_jobs=1)
+        counts[grant.job.tenant] += 1
+    assert counts == {"heavy": 24, "light": 8}
+
+
 @pytest.mark.postgres
 def test_starvation_bound_one_job_beside_a_hundred_thousand(enqueue):
     """docs/admission.md: a tenant with an admissible ready job is served within N claims that

@@ -22,7 +22,28 @@ def test_round_robin_by_weight_in_visiting_order():
     choice = allocate([b, a], max_jobs=6, lane_budgets={}, budgets={})
     tenants = ["a" if j < 100 else "b" for j in choice.job_ids]
     assert tenants == ["b", "a", "a", "b", "a", "a"]
-    assert choice.served == ["b", "a"]
+    assert [(x.tenant, x.to_back, x.turn_taken) for x in choice.served] == [
+        ("b", True, 0), ("a", True, 0)]
+
+
+def test_a_turn_spans_claims_so_weights_hold_one_job_at_a_time():
+    """DRR's deficit: with max_jobs=1 a weight-3 tenant keeps the front for 3 claims."""
+    taken = {"a": 0, "b": 0}
+    order = ["a", "b"]
+    got = []
+    for _ in range(8):
+        turns = [_turn(t, 3 if t == "a" else 1, {"x": 5}, start=0 if t == "a" else 100)
+                 for t in order]
+        for turn in turns:
+            turn.credit = turn.weight - taken[turn.tenant]
+        choice = allocate(turns, max_jobs=1, lane_budgets={}, budgets={})
+        (served,) = choice.served
+        got.append(served.tenant)
+        taken[served.tenant] = served.turn_taken
+        if served.to_back:
+            order.remove(served.tenant)
+            order.append(served.tenant)
+    assert got == ["a", "a", "a", "b", "a", "a", "a", "b"]
 
 
 def test_a_lane_without_budget_is_skipped_not_waited_on():
