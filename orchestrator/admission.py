@@ -12,11 +12,11 @@ from django.conf import settings
 from django.db.models import Q, QuerySet
 from django.db.models.functions import Coalesce
 
-from ledger.models import Job
+from ledger.models import Job, Source
 from ledger.states import JobStatus
 from quotas.models import ANY_JOB_TYPE, ANY_SOURCE, Quota
 
-from .exceptions import QueueFull
+from .exceptions import QueueFull, QueueLimitExceeded
 
 WAITING = (JobStatus.BLOCKED, JobStatus.SCHEDULED, JobStatus.READY)
 
@@ -42,7 +42,9 @@ def admit_enqueue(tenant: str, job_type: str, source_id: int, count: int) -> Non
     would be exceeded. Call inside the enqueue transaction (the locks last until commit).
 
     Raises:
-        QueueFull: ``details`` names the quota scope, its limit and ``retry_after_seconds``.
+        QueueFull: ``details`` names the quota scope (job type, source name), its limit and
+            ``retry_after_seconds``.
+        QueueLimitExceeded: ``count`` alone exceeds a limit (a retry can never succeed).
     """
     quotas = list(
         Quota.objects.select_for_update()
@@ -52,11 +54,18 @@ def admit_enqueue(tenant: str, job_type: str, source_id: int, count: int) -> Non
     for quota in quotas:
         limit = quota.max_queued
         assert limit is not None
+        scope = {"job_type": quota.job_type or None,
+                 "source": (Source.objects.filter(pk=quota.source_id)
+                            .values_list("name", flat=True).first())
+                 if quota.source_id else None}
+        if count > limit:
+            raise QueueLimitExceeded(
+                f"{count} new jobs can never fit a queue of {limit} waiting jobs at most",
+                **scope, max_queued=limit, jobs=count)
         waiting = scope_jobs(quota, WAITING).order_by()[:limit].count()
         if waiting + count > limit:
             raise QueueFull(
-                f"the queue of {quota} is full ({limit} waiting jobs at most)",
-                job_type=quota.job_type or None, source_id=quota.source_id or None,
+                f"the queue is full ({limit} waiting jobs at most)", **scope,
                 max_queued=limit, waiting=waiting,
                 retry_after_seconds=settings.ORCH_QUEUE_FULL_RETRY_AFTER_SECONDS,
             )

@@ -38,3 +38,10 @@ class ScheduleNameTaken(LedgerError):
     """The tenant already has a schedule with this name: pick another (HTTP 409)."""
 
     code = "name_taken"
+
+
+class QueueLimitExceeded(LedgerError):
+    """More new jobs in one request than a quota's ``max_queued`` could ever hold: split the
+    request or raise the limit (HTTP 422, no ``Retry-After``: waiting will not help)."""
+
+    code = "exceeds_max_queued"

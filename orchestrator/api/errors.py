@@ -26,6 +26,7 @@ from ..exceptions import (
     InvalidTimezone,
     LeaseLost,
     QueueFull,
+    QueueLimitExceeded,
     ScheduleNameTaken,
 )
 
@@ -50,6 +51,7 @@ def body(code: str, message: str, details: dict[str, Any] | None = None) -> dict
 _DOMAIN = {
     LeaseLost: status.HTTP_409_CONFLICT,
     QueueFull: status.HTTP_429_TOO_MANY_REQUESTS,
+    QueueLimitExceeded: status.HTTP_422_UNPROCESSABLE_ENTITY,
     IdempotencyConflict: status.HTTP_409_CONFLICT,
     NotFound: status.HTTP_404_NOT_FOUND,
     UnknownParent: status.HTTP_422_UNPROCESSABLE_ENTITY,

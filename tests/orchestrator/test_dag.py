@@ -77,6 +77,20 @@ def upstream_event(job_id):
     return JobEvent.objects.filter(job_id=job_id, type="job.canceled").get()
 
 
+def assert_dependency_counts_exact():
+    """Every blocked job counts exactly its parents that have not succeeded; every ready or
+    scheduled job has only succeeded parents."""
+    statuses = dict(Job.objects.values_list("pk", "status"))
+    waiting: dict[int, int] = {}
+    for parent, child in JobDependency.objects.values_list("parent_id", "child_id"):
+        waiting[child] = waiting.get(child, 0) + (statuses[parent] != "succeeded")
+    for pk, state, pending in Job.objects.values_list("pk", "status", "pending_parents"):
+        if state == "blocked":
+            assert pending == waiting.get(pk, 0), (pk, pending, waiting.get(pk, 0))
+        elif state in ("ready", "scheduled"):
+            assert (pending, waiting.get(pk, 0)) == (0, 0), pk
+
+
 # --- depends_on at enqueue -------------------------------------------------------------------
 
 def test_a_chain_runs_in_order_and_a_child_is_never_leased_before_its_parent_succeeded(enqueue):
@@ -313,14 +327,64 @@ def test_an_idempotent_submission_replays_and_a_changed_body_conflicts(operator)
     assert Job.objects.get(pk=by_key(first)["b"]).idempotency_key == "run:nightly-1:1"
 
 
+@pytest.mark.parametrize("position", [0, 1])
+def test_a_submission_whose_generated_job_key_is_taken_by_a_single_job_is_409(operator,
+                                                                               position):
+    """``run:<key>:<i>`` shares the namespace of POST /jobs keys: a job holding the key of any
+    position (not only the first) refuses the submission, and nothing is written."""
+    holder = operator.post("/api/v1/jobs", {"job_type": "test.noop", "project": "p",
+                                            "idempotency_key": f"run:coll:{position}"},
+                           format="json")
+    assert holder.status_code == 201
+    before = counts()
+    response = submit(operator, [job("a"), job("b")], idempotency_key="coll")
+    assert response.status_code == 409, response.json()
+    error = response.json()["error"]
+    assert error["code"] == "idempotency_conflict"
+    assert error["details"]["job_id"] == holder.json()["job_id"]
+    assert error["details"]["run_id"] is None
+    assert counts() == before
+
+
+@pytest.mark.parametrize("damage", ["taken", "missing"])
+def test_a_repeated_submission_whose_later_positions_are_not_its_own_is_409(operator, damage):
+    """Position 0 matches an earlier identical submission but position 1 does not belong to
+    that run (held by someone else, or gone): refused rather than answered with a foreign job
+    or a 500."""
+    jobs = [job("a"), job("b", "a")]
+    first = submit(operator, jobs, idempotency_key="coll")
+    b = by_key(first)["b"]
+    Job.objects.filter(pk=b).update(idempotency_key="moved-away")  # the run lost position 1
+    holder = None
+    if damage == "taken":
+        holder = operator.post("/api/v1/jobs", {"job_type": "test.noop", "project": "p",
+                                                "idempotency_key": "run:coll:1"}, format="json")
+        assert holder.status_code == 201
+    before = counts()
+    response = submit(operator, jobs, idempotency_key="coll")
+    assert response.status_code == 409, response.json()
+    error = response.json()["error"]
+    assert error["code"] == "idempotency_conflict"
+    assert error["details"]["run_id"] == first.json()["run"]["run_id"]
+    if holder is not None:
+        assert error["details"]["job_id"] == holder.json()["job_id"]
+    assert counts() == before
+
+
 def test_a_submission_over_a_queue_limit_writes_nothing(operator):
     from quotas.models import Quota
 
-    Quota.objects.create(tenant=T, max_queued=2, updated_at=db_now())
+    Quota.objects.create(tenant=T, max_queued=3, updated_at=db_now())
+    assert submit(operator, [job("x")]).status_code == 201
     before = counts()
     response = submit(operator, [job("a"), job("b", "a"), job("c", "a")])
     assert response.status_code == 429
     assert response.json()["error"]["code"] == "queue_full"
+    assert counts() == before
+    # more jobs than the limit could ever hold: 422, no Retry-After
+    response = submit(operator, [job("p"), job("q"), job("r"), job("s")])
+    assert response.status_code == 422 and "Retry-After" not in response
+    assert response.json()["error"]["code"] == "exceeds_max_queued"
     assert counts() == before
 
 
@@ -499,6 +563,64 @@ def test_replay_refuses_unfinished_jobs_and_jobs_whose_parent_failed(operator, e
     assert counts() == before
     with pytest.raises(IllegalTransition):
         job_replay(tenant=T, job_id=enqueue().pk, actor=OP, reason="x")
+
+
+def test_replay_reblocks_the_children_of_the_replayed_job_that_have_not_started(
+        operator, enqueue):
+    """a and x succeeded, so b (a), y (a, x) are ready and s (a, later) scheduled: replaying a
+    puts them back to blocked (+1 each), a blocked child z (a, w) gets +1, a leased child keeps
+    running and a succeeded one is re-run only when asked. Nothing below a runs before a."""
+    a, x = enqueue(), enqueue()
+    w = enqueue(priority=-1)
+    for grant in claim(max_jobs=2):
+        lease_ack(tenant=T, lease_id=grant.lease.pk)
+    assert status(a, x, w) == ["succeeded", "succeeded", "ready"]
+    c = enqueue(depends_on=[a.pk], priority=10)
+    lease_ack(tenant=T, lease_id=claim(max_jobs=1)[0].lease.pk)  # c succeeds
+    later = db_now() + timedelta(hours=1)
+    b = enqueue(depends_on=[a.pk])
+    y = enqueue(depends_on=[a.pk, x.pk])
+    s = enqueue(depends_on=[a.pk], not_before=later)
+    leased = enqueue(depends_on=[a.pk], priority=10)
+    lease = claim(max_jobs=1)[0].lease
+    z = enqueue(depends_on=[a.pk, w.pk])
+    assert status(b, y, s, leased, z, c) == [
+        "ready", "ready", "scheduled", "leased", "blocked", "succeeded"]
+
+    response = operator.post(f"/api/v1/jobs/{a.pk}/replay",
+                             {"reason": "again", "rerun_succeeded_descendants": True},
+                             format="json")
+    assert response.status_code == 200, response.json()
+    body = response.json()
+    assert body["job"]["status"] == "ready"
+    assert (body["rerun_job_ids"], body["reblocked_job_ids"]) == ([c.pk], [b.pk, y.pk, s.pk])
+    rows = {j.pk: j for j in Job.objects.all()}
+    for child in (b, y, s, c):
+        assert (rows[child.pk].status, rows[child.pk].pending_parents) == ("blocked", 1)
+    assert (rows[z.pk].status, rows[z.pk].pending_parents) == ("blocked", 2)
+    assert rows[leased.pk].status == "leased"  # started before the replay: left running
+    assert rows[s.pk].not_before == later
+    event = JobEvent.objects.get(job_id=s.pk, type="job.reblocked")
+    assert (event.from_status, event.to_status, event.reason, event.actor_label) == (
+        "scheduled", "blocked", "again", "tester")
+    assert event.data == {"replay_of": a.pk, "parent_job_ids": [a.pk], "pending_parents": 1}
+    assert JobEvent.objects.get(job_id=b.pk, type="job.reblocked").from_status == "ready"
+    assert_dependency_counts_exact()
+
+    lease_ack(tenant=T, lease_id=lease.pk)
+    assert run_until_idle() == [sorted([a.pk, w.pk]), sorted([b.pk, c.pk, y.pk, z.pk])]
+    assert status(s) == ["scheduled"]  # its not_before is still ahead
+    assert_dependency_counts_exact()
+
+
+def test_replay_without_rerun_still_reblocks_ready_children(enqueue):
+    a = enqueue()
+    lease_ack(tenant=T, lease_id=claim()[0].lease.pk)
+    b = enqueue(depends_on=[a.pk])
+    result = job_replay(tenant=T, job_id=a.pk, actor=OP, reason="again")
+    assert (result.revived_job_ids, result.rerun_job_ids, result.reblocked_job_ids) == (
+        [], [], [b.pk])
+    assert run_until_idle() == [[a.pk], [b.pk]]
 
 
 @pytest.mark.parametrize("body,code,http", [
