@@ -42,6 +42,8 @@ CRON_MAX_CHARS = 200
 # zone (differs per machine) and the "Factory" placeholder zone.
 _NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
 _SECOND = timedelta(seconds=1)
+# The last whole second ``datetime`` can represent; no fire time exists after it.
+_LAST_SECOND = datetime.max.replace(microsecond=0, tzinfo=UTC)
 
 
 class CatchUpPolicy:
@@ -119,27 +121,44 @@ class CronSpec:
     def fire_times(self, *, after: datetime) -> Iterator[datetime]:
         """Yield the fire times strictly after ``after`` (aware), ascending, as UTC.
 
-        Ends when there is none within 50 years of the last one. The DST rule is the module's.
+        Ends when there is none within 50 years of the last one, or at the end of the range
+        of ``datetime`` (9999-12-31 in the zone and in UTC): a fire time past it does not
+        exist, so a year-9999 preview is short and a schedule has no next fire time there.
+        The DST rule is the module's.
         """
         if after.tzinfo is None:
             raise ValueError("after must be an aware datetime")
         last = after
+        try:
+            start = after.astimezone(self.zone)
+        except OverflowError:
+            if after.year > 1:
+                return  # ``after`` is past the last local time the zone can represent
+            start = datetime.min.replace(tzinfo=self.zone)  # year 1, west of UTC
         # cronsim evaluates wall-clock expressions on the naive local time, which forgets
         # the fold: started inside a repeated hour it may yield a time before ``after`` (or,
         # for a spring-gap time moved onto a real one, the same instant twice). Filtering on
         # the UTC instant keeps the sequence strictly increasing.
-        for local in CronSim(self.expression, after.astimezone(self.zone)):
-            at = local.astimezone(UTC)
+        local_times = CronSim(self.expression, start)
+        while True:
+            try:
+                at = next(local_times).astimezone(UTC)
+            except (StopIteration, OverflowError):
+                # None within 50 years, or the next one is past 9999-12-31 (cronsim's
+                # date arithmetic or the conversion to UTC overflows): no further fire time.
+                return
             if at > last:
                 last = at
                 yield at
 
     def next_after(self, after: datetime) -> datetime | None:
-        """The first fire time strictly after ``after``; None if none within 50 years."""
+        """The first fire time strictly after ``after``; None if none within 50 years or
+        before the end of year 9999."""
         return next(self.fire_times(after=after), None)
 
     def preview(self, *, after: datetime, count: int) -> list[datetime]:
-        """The first ``count`` fire times strictly after ``after`` (fewer if it never fires)."""
+        """The first ``count`` fire times strictly after ``after``; fewer if there are no more
+        (none within 50 years, or the end of year 9999 comes first)."""
         times = []
         for at in self.fire_times(after=after):
             times.append(at)
@@ -176,13 +195,20 @@ class CronSpec:
 
     def _previous_hint(self, until: datetime) -> datetime | None:
         # Reverse iteration starts one second past ``until`` (whole seconds) and ticks back
-        # first, so the candidate is <= until.
-        start = until.replace(microsecond=0) + _SECOND
+        # first, so the candidate is <= until. At the end of datetime's range it starts from
+        # the last representable second (in UTC, else in the zone): a hint only has to be a
+        # fire time <= until. None (no hint) makes the caller walk forward from ``after``.
+        start = min(until.replace(microsecond=0), _LAST_SECOND - _SECOND) + _SECOND
         try:
-            local = next(CronSim(self.expression, start.astimezone(self.zone), reverse=True))
-        except StopIteration:
+            local_start = start.astimezone(self.zone)
+        except OverflowError:
+            if start.year == 1:
+                return None
+            local_start = _LAST_SECOND.replace(tzinfo=self.zone)
+        try:
+            at = next(CronSim(self.expression, local_start, reverse=True)).astimezone(UTC)
+        except (StopIteration, OverflowError):
             return None
-        at = local.astimezone(UTC)
         return at if at <= until else None
 
 

@@ -187,7 +187,8 @@ class FireTime:
 def schedule_preview(*, cron: str, timezone: str, after: datetime, count: int) -> list[FireTime]:
     """The next ``count`` (1..PREVIEW_MAX) fire times strictly after ``after`` (aware).
 
-    Fewer are returned only if the expression has no further fire time within 50 years.
+    Fewer are returned only if there are no more: none within 50 years, or the end of year
+    9999 (the end of ``datetime``) comes first.
 
     Raises:
         InvalidCron, InvalidTimezone: as ``schedule_create``.
@@ -301,6 +302,9 @@ def _fire(schedule: Schedule, now: datetime, max_fires: int, result: FirePassRes
             result.replayed += 1
         else:
             result.created += 1
+    if watermark is None:
+        log.info("schedule %s (%s/%s) has no fire time left (next_fire_at null)", schedule.pk,
+                 schedule.tenant, schedule.name)
     Schedule.objects.filter(pk=schedule.pk).update(next_fire_at=watermark,
                                                    last_fired_at=last_fired)
 

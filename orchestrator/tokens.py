@@ -19,7 +19,7 @@ from django.utils import timezone
 
 ALGORITHM = "HS256"
 # Tenant identifiers as the ledger stores them (ledger.models.TENANT_MAX = 64).
-TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # \Z: no trailing newline
 SUBJECT_MAX = 200
 SCOPES = ("orch:read", "orch:operate", "orch:runner", "orch:quota", "orch:backfill")
 # A shared runner pool's token lists the tenants it serves in this claim (see Principal).
@@ -94,8 +94,13 @@ def token_issue(*, tenant: str, scopes: Iterable[str], subject: str,
     }
     if runner_tenants is not None:
         pool = sorted({tenant, *runner_tenants})
-        if len(pool) > RUNNER_TENANTS_MAX or not all(TENANT_RE.match(t) for t in pool):
-            raise ValueError(f"runner_tenants: at most {RUNNER_TENANTS_MAX} tenant ids")
+        malformed = [t for t in pool if not isinstance(t, str) or not TENANT_RE.match(t)]
+        if malformed:
+            raise ValueError(f"runner_tenants: {malformed[0]!r} is not a tenant id (1-64 "
+                             "characters of letters, digits, '.', '_', '-')")
+        if len(pool) > RUNNER_TENANTS_MAX:
+            raise ValueError(f"runner_tenants: at most {RUNNER_TENANTS_MAX} tenant ids "
+                             f"(got {len(pool)})")
         claims[RUNNER_TENANTS_CLAIM] = pool
     return jwt.encode(claims, settings.ORCH_JWT_SECRET, algorithm=ALGORITHM)
 

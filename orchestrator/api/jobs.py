@@ -1,13 +1,17 @@
 """Job and run views: enqueue, list, detail, cancel, events; create and show runs."""
 from __future__ import annotations
 
+import re
+from base64 import b64encode
+from urllib.parse import urlencode
+
 from django.conf import settings
 from django.db.models import Count
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers as drf
 from rest_framework import status
 from rest_framework.exceptions import NotFound as NotFoundError
-from rest_framework.pagination import CursorPagination
+from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -30,19 +34,53 @@ def _actor(request: Request) -> Actor:
     return Actor(ActorType.OPERATOR, request.user.subject)
 
 
+_CURSOR_INT_RE = re.compile(r"[1-9][0-9]{0,18}", re.ASCII)  # a positive integer, canonical
+
+
 class JobCursorPagination(CursorPagination):
-    """Cursor pagination, newest first: stable under concurrent inserts."""
+    """Cursor pagination, newest first: stable under concurrent inserts.
+
+    Also the paginator of every other cursor-paginated list (schedules, admission events), all
+    ordered by ``id``. A ``cursor`` this API did not issue is 400 ``invalid_cursor``: DRF's
+    decoder ignores characters outside base64 and unknown keys (``?cursor=!!`` was the first
+    page) and passes any position to the query, so a cursor is accepted only if it decodes to
+    an offset, direction and id position and re-encodes to exactly the same text.
+    """
 
     ordering = "-id"
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 500
 
-    def decode_cursor(self, request: Request):  # type: ignore[no-untyped-def]
+    def decode_cursor(self, request: Request) -> Cursor | None:
+        encoded = request.query_params.get(self.cursor_query_param)
+        if encoded is None:
+            return None
         try:
-            return super().decode_cursor(request)
+            cursor = super().decode_cursor(request)
         except NotFoundError:
-            raise ApiError(400, "invalid_cursor", "the cursor is not one this API issued") from None
+            cursor = None
+        if cursor is None or not self._issued(encoded, cursor):
+            raise ApiError(400, "invalid_cursor", "the cursor is not one this API issued")
+        return cursor
+
+    def _issued(self, encoded: str, cursor: Cursor) -> bool:
+        """True if ``cursor`` is well-formed and ``encode_cursor`` would spell it ``encoded``."""
+        if cursor.offset > self.offset_cutoff:
+            return False
+        if cursor.position is not None and not (
+                _CURSOR_INT_RE.fullmatch(cursor.position) and int(cursor.position) <= s.MAX_INT):
+            return False
+        tokens: dict[str, str] = {}
+        if cursor.offset != 0:
+            tokens["o"] = str(cursor.offset)
+        if cursor.reverse:
+            tokens["r"] = "1"
+        if cursor.position is not None:
+            tokens["p"] = cursor.position
+        if not tokens:  # DRF never issues a cursor for the first page
+            return False
+        return b64encode(urlencode(tokens).encode("ascii")).decode("ascii") == encoded
 
 
 class JobListQuery(s.StrictSerializer):

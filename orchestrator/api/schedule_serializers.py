@@ -3,6 +3,7 @@ nothing (``Strict*`` fields); cron and zone semantics are checked by the service
 (``orchestrator.schedules``), which answers 400 ``invalid_cron`` / ``invalid_timezone``."""
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
@@ -32,6 +33,29 @@ class StrictChoiceField(serializers.ChoiceField):
         return super().to_internal_value(data)
 
 
+# RFC 3339 date-time (section 5.6), upper-case "T" and "Z": full date, time with seconds, an
+# optional fraction (at most 6 digits) and a UTC offset ("Z" or +hh:mm / -hh:mm); never a bare
+# date or a local time without an offset.
+RFC3339_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})",
+                        re.ASCII)
+
+
+class AwareDateTimeField(serializers.DateTimeField):
+    """Only an RFC 3339 date-time string with a UTC offset (``2026-03-28T00:00:00Z``,
+    ``2026-03-28T01:00:00+01:00``). DRF's DateTimeField would also read a bare date
+    (``2026-03-28``) or a naive time in the server's zone: an instant must say its offset."""
+
+    default_error_messages = {
+        "rfc3339": "Expected an RFC 3339 date-time with a UTC offset, e.g. "
+                   "2026-03-28T00:00:00Z.",
+    }
+
+    def to_internal_value(self, value: Any) -> Any:
+        if not isinstance(value, str) or not RFC3339_RE.fullmatch(value):
+            self.fail("rfc3339")
+        return super().to_internal_value(value)
+
+
 class ScheduleIn(StrictSerializer):
     """Body of ``POST /schedules`` (and, every field optional, of ``PATCH /schedules/{id}``).
 
@@ -43,7 +67,8 @@ class ScheduleIn(StrictSerializer):
 
     name = StrictRegexField(NAME_RE)
     cron = StrictCharField(min_length=1, max_length=CRON_MAX_CHARS)
-    timezone = StrictCharField(required=False, default="UTC", min_length=1, max_length=64)
+    timezone = StrictCharField(required=False, default="UTC", min_length=1, max_length=64,
+                               trim_whitespace=False)  # "Europe/Berlin " is not a zone
     job_type = StrictRegexField(NAME_RE)
     project = StrictRegexField(NAME_RE)
     source = StrictRegexField(NAME_RE, required=False, allow_null=True, default=None)
@@ -68,20 +93,22 @@ class ScheduleListQuery(StrictSerializer):
 
 class PreviewQuery(StrictSerializer):
     """Query of ``GET /schedules/{id}/preview``: ``count`` 1..100 (default 10), fire times
-    strictly after ``after`` (default: now)."""
+    strictly after ``after`` (RFC 3339 with an offset; default: now)."""
 
     count = serializers.IntegerField(required=False, default=10, min_value=1,
                                      max_value=PREVIEW_MAX)
-    after = serializers.DateTimeField(required=False, default=None)
+    after = AwareDateTimeField(required=False, default=None)
 
 
 class PreviewIn(StrictSerializer):
-    """Body of ``POST /schedules/preview``: an unsaved expression and zone."""
+    """Body of ``POST /schedules/preview``: an unsaved expression and zone; ``count`` and
+    ``after`` as in ``PreviewQuery``."""
 
     cron = StrictCharField(min_length=1, max_length=CRON_MAX_CHARS)
-    timezone = StrictCharField(required=False, default="UTC", min_length=1, max_length=64)
+    timezone = StrictCharField(required=False, default="UTC", min_length=1, max_length=64,
+                               trim_whitespace=False)  # "Europe/Berlin " is not a zone
     count = StrictIntegerField(required=False, default=10, min_value=1, max_value=PREVIEW_MAX)
-    after = serializers.DateTimeField(required=False, default=None)
+    after = AwareDateTimeField(required=False, default=None)
 
 
 # --- Outputs -------------------------------------------------------------------------------

@@ -114,7 +114,8 @@ class SchedulePreviewApi(APIView):
         parameters=[OpenApiParameter("count", int, required=False,
                                      description="1..100, default 10"),
                     OpenApiParameter("after", str, required=False,
-                                     description="ISO 8601 instant; default now")],
+                                     description="RFC 3339 date-time with a UTC offset "
+                                                 "(2026-03-28T00:00:00Z); default now")],
         responses={200: s.PreviewOut, **ERRORS}, operation_id="schedules_preview")
     def get(self, request: Request, schedule_id: int) -> Response:
         query = s.PreviewQuery(data=request.query_params.dict())

@@ -118,6 +118,22 @@ def test_issue_token_command_refuses_unknown_scopes():
         call_command("issue_token", "--tenant", "acme", "--scopes", "orch:everything")
 
 
+def test_issue_token_command_names_the_malformed_runner_tenant():
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="'BAD TENANT' is not a tenant id"):
+        call_command("issue_token", "--tenant", "t", "--scopes", "orch:runner",
+                     "--runner-tenants", "f1,BAD TENANT")
+
+
+def test_token_issue_says_why_runner_tenants_are_refused(make_token):
+    with pytest.raises(ValueError, match="'a/b' is not a tenant id"):
+        make_token(runner_tenants=["ok", "a/b"])
+    with pytest.raises(ValueError, match="at most 1000 tenant ids"):
+        make_token(runner_tenants=[f"t{n}" for n in range(1000)])   # + acme: 1001
+    assert make_token(runner_tenants=[f"t{n}" for n in range(999)])
+
+
 def test_token_issue_validates_its_input(make_token):
     with pytest.raises(ValueError):
         make_token(ttl=timedelta(seconds=0))

@@ -1,6 +1,7 @@
 """Bad input gets a 4xx with a machine-readable code and changes nothing."""
 from __future__ import annotations
 
+import base64
 import uuid
 
 import pytest
@@ -148,10 +149,46 @@ def test_huge_ids_in_the_path_are_404(api):
     assert api().get(f"/api/v1/runs/{10**30}").status_code == 404
 
 
-def test_a_cursor_we_did_not_issue_is_400(api):
-    response = api().get("/api/v1/jobs", {"cursor": "garbage"})
-    assert response.status_code == 400
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+NOT_ISSUED_CURSORS = [
+    "garbage", "!!", "%%%", "cD0x\n", " cD0x", "cD0x====",   # not (canonical) base64
+    _b64("p=abc"), _b64("p="), _b64("p=-5"), _b64("p=007"), _b64(f"p={2**63}"),   # position
+    _b64("o=-1"), _b64("o=5000"), _b64("o=0"), _b64("r=0"), _b64("r=2"),   # offset, direction
+    _b64("x=1"), _b64("p=1&x=1"), _b64("p=1&p=2"), _b64("r=1&o=1"),   # keys
+]
+
+
+@pytest.mark.parametrize("path", ["/api/v1/jobs", "/api/v1/schedules",
+                                  "/api/v1/admission/events"])
+@pytest.mark.parametrize("cursor", NOT_ISSUED_CURSORS)
+def test_a_cursor_we_did_not_issue_is_400(api, path, cursor):
+    response = api().get(path, {"cursor": cursor})
+    assert response.status_code == 400, response.content
     assert response.json()["error"]["code"] == "invalid_cursor"
+
+
+@pytest.mark.parametrize("path", ["/api/v1/jobs", "/api/v1/schedules",
+                                  "/api/v1/admission/events"])
+def test_an_empty_cursor_is_400(api, path):
+    response = api().get(path, {"cursor": ""})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "validation_error"
+
+
+def test_issued_cursors_page_forward_and_back(api, enqueue):
+    ids = [enqueue().pk for _ in range(5)][::-1]   # newest first
+    client = api()
+    first = client.get("/api/v1/jobs", {"page_size": 2}).json()
+    second = client.get(first["next"]).json()
+    third = client.get(second["next"]).json()
+    assert [j["job_id"] for j in first["results"] + second["results"] + third["results"]] == ids
+    assert third["next"] is None
+    back = client.get(third["previous"]).json()
+    assert [j["job_id"] for j in back["results"]] == ids[2:4]
+    assert client.get(back["previous"]).json()["results"] == first["results"]
 
 
 def test_bad_list_filters_are_400(api):

@@ -76,3 +76,11 @@ def test_the_pool_claim_is_checked_on_verify():
     with pytest.raises(ValueError):
         token_issue(tenant="acme", scopes=["orch:runner"], subject="pool",
                     runner_tenants=["bad tenant!"])
+
+
+def test_a_tenant_id_with_a_trailing_newline_is_not_a_tenant():
+    with pytest.raises(ValueError):
+        token_issue(tenant="acme\n", scopes=["orch:runner"], subject="pool")
+    with pytest.raises(ValueError):
+        token_issue(tenant="acme", scopes=["orch:runner"], subject="pool",
+                    runner_tenants=["globex\n"])

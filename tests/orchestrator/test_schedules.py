@@ -137,6 +137,48 @@ def test_macros_and_extended_syntax_are_accepted(cron, first):
     assert "  " not in spec.cron
 
 
+# The end of datetime's range: a fire time after 9999-12-31 does not exist. Previews list the
+# ones that do; the fire pass finds no next fire time (it used to raise OverflowError).
+END_OF_TIME = datetime.max.replace(tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("cron", "zone", "after", "expected"), [
+    ("0 0 * * *", "UTC", utc(9999, 12, 30), [utc(9999, 12, 31)]),
+    ("0 0 1 1 *", "UTC", utc(9990, 1, 1), [utc(year, 1, 1) for year in range(9991, 10000)]),
+    ("0 0 29 2 *", "UTC", utc(9996, 3, 1), []),          # next 29 February: year 10000
+    ("* * * * *", "UTC", utc(9999, 12, 31, 23, 58), [utc(9999, 12, 31, 23, 59)]),
+    # 20:00 EST on 31 December 9999 is 01:00 UTC in year 10000: the UTC side overflows
+    ("0 20 * * *", "America/New_York", utc(9999, 12, 30), [utc(9999, 12, 30, 1),
+                                                           utc(9999, 12, 31, 1)]),
+    # after is already past the zone's last local time (+05:30)
+    ("0 0 * * *", "Asia/Kolkata", utc(9999, 12, 31, 20), []),
+    ("0 0 * * *", "UTC", END_OF_TIME, []),
+])
+def test_fire_times_end_at_the_end_of_year_9999(cron, zone, after, expected):
+    spec = CronSpec.parse(cron, zone)
+    assert spec.preview(after=after, count=100) == expected
+    assert spec.next_after(after) == (expected[0] if expected else None)
+
+
+def test_fire_times_from_the_start_of_time_do_not_overflow():
+    # 0001-01-01T00:00Z is still year 0 in New York (local mean time, -04:56:02).
+    fires = CronSpec.parse("0 0 * * *", "America/New_York").preview(after=utc(1, 1, 1),
+                                                                   count=3)
+    assert len(fires) == 3 and all(f > utc(1, 1, 1) for f in fires)
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Kolkata", "America/New_York"])
+@pytest.mark.parametrize("policy", ["skip", "one", "all"])
+def test_catch_up_plan_at_the_end_of_time_has_no_next_watermark(zone, policy):
+    spec = CronSpec.parse("* * * * *", zone)
+    last = spec.latest_between(after=utc(9999, 12, 31), until=END_OF_TIME)
+    plan = catch_up_plan(spec=spec, policy=policy, watermark=last, now=END_OF_TIME,
+                         max_fires=1000, skip_grace=timedelta(days=1))
+    assert plan.fire_times == [last] and plan.next_watermark is None
+    assert last == (utc(9999, 12, 31, 18, 29) if zone == "Asia/Kolkata"
+                    else utc(9999, 12, 31, 23, 59))
+
+
 def test_catch_up_plan_skip_fires_only_a_time_within_the_grace():
     spec = CronSpec.parse("0 * * * *", "UTC")
     grace = timedelta(seconds=60)
@@ -342,6 +384,25 @@ def test_a_stored_definition_that_no_longer_parses_is_parked_not_fatal():
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("policy", ["skip", "one", "all"])
+def test_the_last_fire_before_year_10000_fires_and_the_pass_survives(policy):
+    leap = schedule_create(tenant="acme", name="leap", cron="0 0 29 2 *", job_type="t",
+                           project="p", max_attempts=1, catch_up=policy, now=utc(9996, 2, 28))
+    daily = schedule_create(tenant="acme", name="daily", cron="0 0 * * *", job_type="t",
+                            project="p", max_attempts=1, catch_up=policy,
+                            now=utc(9999, 12, 30, 12))
+    assert (leap.next_fire_at, daily.next_fire_at) == (utc(9996, 2, 29), utc(9999, 12, 31))
+    result = schedules_fire_due(now=utc(9999, 12, 31, 0, 0, 5))
+    assert (result.schedules, result.created) == (2, 2 if policy != "skip" else 1)
+    # Neither has a fire time left: the watermark is null, nothing is due on the next pass.
+    assert set(Schedule.objects.values_list("next_fire_at", flat=True)) == {None}
+    assert schedules_fire_due(now=END_OF_TIME).schedules == 0
+    assert schedule_create(tenant="acme", name="never", cron="0 0 29 2 *", job_type="t",
+                           project="p", max_attempts=1,
+                           now=utc(9996, 3, 1)).next_fire_at is None
+
+
+@pytest.mark.django_db
 def test_service_refuses_bad_definitions_and_duplicate_names():
     make_schedule()
     with pytest.raises(ScheduleNameTaken):
@@ -452,6 +513,40 @@ def test_preview_of_an_unsaved_expression(api):
 
 
 @pytest.mark.django_db
+def test_preview_after_accepts_an_offset_and_echoes_the_instant(operator, created):
+    response = operator.get(f"/api/v1/schedules/{created['schedule_id']}/preview"
+                            "?count=1&after=2026-03-28T05:30:00%2B05:30")
+    assert response.status_code == 200, response.content
+    assert response.json()["after"] == "2026-03-28T00:00:00Z"
+    assert response.json()["fire_times"][0]["at"] == "2026-03-28T01:30:00Z"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("body", "expected"), [
+    ({"cron": "0 0 * * *", "count": 100, "after": "9999-12-30T00:00:00Z"},
+     ["9999-12-31T00:00:00Z"]),
+    ({"cron": "0 0 1 1 *", "count": 100, "after": "9990-01-01T00:00:00Z"},
+     [f"{year}-01-01T00:00:00Z" for year in range(9991, 10000)]),
+    ({"cron": "0 0 29 2 *", "count": 5, "after": "9996-03-01T00:00:00Z"}, []),
+    ({"cron": "0 0 * * *", "timezone": "Asia/Kolkata", "after": "9999-12-31T23:59:59Z"}, []),
+])
+def test_preview_near_year_9999_lists_the_fire_times_that_exist(api, body, expected):
+    response = api(scopes=("orch:read",)).post("/api/v1/schedules/preview", body, format="json")
+    assert response.status_code == 200, response.content
+    assert [t["at"] for t in response.json()["fire_times"]] == expected
+
+
+@pytest.mark.django_db
+def test_saved_preview_near_year_9999_lists_the_fire_times_that_exist(operator, created):
+    response = operator.get(f"/api/v1/schedules/{created['schedule_id']}/preview"
+                            "?after=9999-12-30T00:00:00Z&count=5")
+    assert response.status_code == 200, response.content
+    assert response.json()["fire_times"] == [
+        {"at": "9999-12-30T01:30:00Z", "local": "9999-12-30T02:30:00+01:00"},
+        {"at": "9999-12-31T01:30:00Z", "local": "9999-12-31T02:30:00+01:00"}]
+
+
+@pytest.mark.django_db
 def test_duplicate_names_are_a_conflict(operator, created):
     response = operator.post("/api/v1/schedules", BODY, format="json")
     assert response.status_code == 409
@@ -470,6 +565,9 @@ BAD_CREATE = [
     ({**BODY, "cron": "x" * 201}, "validation_error"),
     ({**BODY, "timezone": "Europe/Atlantis"}, "invalid_timezone"),
     ({**BODY, "timezone": "europe/berlin"}, "invalid_timezone"),
+    ({**BODY, "timezone": "Europe/Berlin "}, "invalid_timezone"),
+    ({**BODY, "timezone": " Europe/Berlin"}, "invalid_timezone"),
+    ({**BODY, "timezone": "Europe/Berlin\n"}, "invalid_timezone"),
     ({**BODY, "timezone": None}, "validation_error"),
     ({**BODY, "catch_up": "sometimes"}, "validation_error"),
     ({**BODY, "catch_up": 1}, "validation_error"),
@@ -496,6 +594,7 @@ def test_bad_schedule_bodies_are_refused_with_a_code(operator, body, code):
 @pytest.mark.django_db
 @pytest.mark.parametrize(("body", "code"), [({"cron": "bad"}, "invalid_cron"),
                                             ({"timezone": "Nowhere"}, "invalid_timezone"),
+                                            ({"timezone": "Asia/Kolkata "}, "invalid_timezone"),
                                             ({"tenant": "other"}, "unknown_field"),
                                             ({"enabled": 1}, "validation_error")])
 def test_bad_patches_change_nothing(operator, created, body, code):
@@ -510,6 +609,12 @@ def test_bad_patches_change_nothing(operator, created, body, code):
                                              ("count=101", "validation_error"),
                                              ("count=abc", "validation_error"),
                                              ("after=tomorrow", "validation_error"),
+                                             ("after=2026-03-28", "validation_error"),
+                                             ("after=2026-03-28T00:00:00", "validation_error"),
+                                             ("after=2026-03-28T00:00", "validation_error"),
+                                             ("after=2026-03-28 00:00:00Z", "validation_error"),
+                                             ("after=2026-03-28T00:00:00Z%0A",
+                                              "validation_error"),
                                              ("limit=5", "unknown_field")])
 def test_bad_preview_queries_are_refused(operator, created, query, code):
     response = operator.get(f"/api/v1/schedules/{created['schedule_id']}/preview?{query}")
@@ -524,6 +629,15 @@ def test_bad_preview_queries_are_refused(operator, created, query, code):
                                              "validation_error"),
                                             ({"cron": "* * * * *", "count": "5"},
                                              "validation_error"),
+                                            ({"cron": "* * * * *", "timezone": "Asia/Kolkata "},
+                                             "invalid_timezone"),
+                                            ({"cron": "* * * * *", "after": "2026-03-28"},
+                                             "validation_error"),
+                                            ({"cron": "* * * * *",
+                                              "after": "2026-03-28T00:00:00"},
+                                             "validation_error"),
+                                            ({"cron": "* * * * *", "after": 1774656000},
+                                             "validation_error"),
                                             ({"cron": "* * * * *", "name": "x"},
                                              "unknown_field")])
 def test_bad_unsaved_previews_are_refused(operator, body, code):
@@ -535,6 +649,20 @@ def test_bad_unsaved_previews_are_refused(operator, body, code):
 def test_list_rejects_unknown_query_parameters_and_bad_cursors(operator):
     assert operator.get("/api/v1/schedules?colour=red").json()["error"]["code"] == "unknown_field"
     assert operator.get("/api/v1/schedules?cursor=zzz").json()["error"]["code"] == "invalid_cursor"
+    response = operator.get("/api/v1/schedules?cursor=!!")
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_cursor"
+
+
+@pytest.mark.django_db
+def test_schedule_list_pages_with_the_cursors_it_issues(operator):
+    for n in range(3):
+        assert operator.post("/api/v1/schedules", {**BODY, "name": f"s{n}"},
+                             format="json").status_code == 201
+    first = operator.get("/api/v1/schedules?page_size=2").json()
+    second = operator.get(first["next"]).json()
+    assert [s["name"] for s in first["results"] + second["results"]] == ["s0", "s1", "s2"]
+    assert [s["name"] for s in operator.get(second["previous"]).json()["results"]] == [
+        "s0", "s1"]
 
 
 @pytest.mark.django_db
