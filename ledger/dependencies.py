@@ -26,9 +26,10 @@ after taking the parent's lock.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from datetime import datetime
 
+from django.db import connection
 from django.db.models import F
 
 from .exceptions import UnknownParent, UpstreamFailed
@@ -38,6 +39,17 @@ from .states import JobStatus, require
 
 UPSTREAM_FAILED = "upstream_failed"
 FAILED = frozenset({JobStatus.DEAD_LETTERED, JobStatus.CANCELED})
+# Ids per ``IN (...)`` list: a walk may find any number of jobs (chains are unbounded, and a
+# parent may have any number of children), and PostgreSQL takes at most 65,535 parameters.
+CHUNK = 1000
+
+
+def chunks(ids: Iterable[int], size: int = CHUNK) -> Iterator[list[int]]:
+    """The distinct ``ids`` in ascending order, ``size`` at a time (so locks taken chunk by
+    chunk are still taken in ascending id order)."""
+    ordered = sorted(set(ids))
+    for start in range(0, len(ordered), size):
+        yield ordered[start:start + size]
 
 
 def system_actor() -> Actor:
@@ -73,6 +85,19 @@ def parents_lock(*, tenant: str, parent_ids: Collection[int]) -> dict[int, str]:
     return dict(rows)
 
 
+def write_locked(jobs: Iterable[Job], fields: Sequence[str]) -> None:
+    """Write ``fields`` of jobs this transaction has locked, as they stand in memory: one
+    ``UPDATE`` per distinct combination of values and chunk of ids. The values repeat (a status,
+    a small count, one instant), so that is a few statements, where ``bulk_update`` builds a
+    ``CASE`` arm per row and field (over 20 s of Python for 7000 rows)."""
+    groups: dict[tuple[object, ...], list[int]] = defaultdict(list)
+    for job in jobs:
+        groups[tuple(getattr(job, name) for name in fields)].append(job.pk)
+    for values, ids in groups.items():
+        for part in chunks(ids):
+            Job.objects.filter(pk__in=part).update(**dict(zip(fields, values, strict=True)))
+
+
 def fence(job_ids: Collection[int]) -> None:
     """Give locked leased jobs a new row version without changing a value (see module doc):
     an orch_ack_v3 statement that started before our commit then acks none of them and the
@@ -102,16 +127,17 @@ def children_release(*, parent_ids: Collection[int], now: datetime) -> list[Job]
         The children that left ``blocked``.
     """
     parents_of: dict[int, list[int]] = defaultdict(list)
-    for parent, child in JobDependency.objects.filter(parent_id__in=parent_ids).values_list(
-            "parent_id", "child_id"):
-        parents_of[child].append(parent)
+    for parent, kids in children_map(parent_ids).items():
+        for child in kids:
+            parents_of[child].append(parent)
     if not parents_of:
         return []
     # Locked in id order (see module doc); a child canceled meanwhile is no longer blocked.
-    children = list(
-        Job.objects.select_for_update().filter(pk__in=list(parents_of), status=JobStatus.BLOCKED)
+    children = [
+        child for part in chunks(parents_of)
+        for child in Job.objects.select_for_update().filter(pk__in=part, status=JobStatus.BLOCKED)
         .order_by("id").only("id", "tenant", "job_type", "status", "pending_parents", "not_before")
-    )
+    ]
     released: list[Job] = []
     for child in children:
         child.pending_parents -= len(parents_of[child.pk])
@@ -120,14 +146,14 @@ def children_release(*, parent_ids: Collection[int], now: datetime) -> list[Job]
             ahead = child.not_before is not None and child.not_before > now
             child.status = JobStatus.SCHEDULED if ahead else JobStatus.READY
             released.append(child)
-    Job.objects.bulk_update(children, ["pending_parents", "status", "updated_at"], batch_size=1000)
+    write_locked(children, ["pending_parents", "status", "updated_at"])
     actor = system_actor()
     type_ = require(JobStatus.BLOCKED, JobStatus.READY)
     JobEvent.objects.bulk_create([
         event_for(child, type=type_, actor=actor, now=now, from_status=JobStatus.BLOCKED,
                   to_status=child.status, data={"parent_job_ids": sorted(parents_of[child.pk])})
         for child in released
-    ])
+    ], batch_size=CHUNK)
     for tenant in {c.tenant for c in released if c.status == JobStatus.READY}:
         notify_ready_on_commit(tenant=tenant, job_types={
             c.job_type for c in released if c.tenant == tenant and c.status == JobStatus.READY})
@@ -140,36 +166,114 @@ def lock_until_stable(walk: Callable[[], set[int]]) -> dict[int, Job]:
 
     ``walk`` reads edges and statuses without locks. A child linked to a job of the set by a
     transaction that committed before we locked that job shows up in the next walk (its id is
-    newer, so later rounds keep locking upwards).
+    newer, so later rounds keep locking upwards). The walks are set-based on PostgreSQL
+    (``blocked_below``, ``ledger.replay``), so a deep chain costs a few statements per round,
+    not one per level; each round locks in chunks of ``CHUNK`` ids, ascending.
     """
     locked: dict[int, Job] = {}
     while True:
         wanted = walk() - locked.keys()
         if not wanted:
             return locked
-        rows = list(Job.objects.select_for_update().filter(pk__in=wanted).order_by("id"))
-        if not rows:  # named jobs that do not exist: nothing more to lock
+        found = 0
+        for part in chunks(wanted):
+            rows = list(Job.objects.select_for_update().filter(pk__in=part).order_by("id"))
+            locked.update((job.pk, job) for job in rows)
+            found += len(rows)
+        if not found:  # named jobs that do not exist: nothing more to lock
             return locked
-        locked.update((job.pk, job) for job in rows)
 
 
 def children_map(job_ids: Collection[int]) -> dict[int, list[int]]:
     """``parent_id -> [child_id]`` for the edges leaving ``job_ids``."""
     children: dict[int, list[int]] = defaultdict(list)
-    for parent, child in JobDependency.objects.filter(parent_id__in=job_ids).values_list(
-            "parent_id", "child_id"):
-        children[parent].append(child)
+    for part in chunks(job_ids):
+        for parent, child in JobDependency.objects.filter(parent_id__in=part).values_list(
+                "parent_id", "child_id"):
+            children[parent].append(child)
     return children
 
 
-def _blocked_below(roots: set[int]) -> set[int]:
-    """Jobs reachable from ``roots`` through blocked jobs (read without locks)."""
+def parents_map(job_ids: Collection[int]) -> dict[int, list[int]]:
+    """``child_id -> [parent_id]`` for the edges reaching ``job_ids``."""
+    parents: dict[int, list[int]] = defaultdict(list)
+    for part in chunks(job_ids):
+        for parent, child in JobDependency.objects.filter(child_id__in=part).values_list(
+                "parent_id", "child_id"):
+            parents[child].append(parent)
+    return parents
+
+
+# Jobs reachable from the roots through blocked jobs, in one statement. Each step goes from a
+# found row to its edges (index jobdep_parent_child_uniq, parent_id first) and from an edge to
+# its child (primary key); UNION drops the rows already found, so a diamond is walked once and
+# the walk ends. The steps are LATERAL subqueries behind OFFSET 0 (not pulled up into a join):
+# otherwise a planner whose statistics see few blocked jobs (a table filled since the last
+# ANALYZE) starts each step from every blocked job (job_waiting_idx) instead, a scan of them all
+# per level (15 s for a 2000-deep chain).
+BLOCKED_BELOW_SQL = """
+WITH RECURSIVE below(id) AS (
+    SELECT j.id FROM unnest(%(roots)s::bigint[]) AS r(id)
+    CROSS JOIN LATERAL (SELECT d.child_id FROM ledger_jobdependency AS d
+                        WHERE d.parent_id = r.id OFFSET 0) AS e
+    CROSS JOIN LATERAL (SELECT j.id FROM ledger_job AS j
+                        WHERE j.id = e.child_id AND j.status = %(blocked)s OFFSET 0) AS j
+  UNION
+    SELECT j.id FROM below
+    CROSS JOIN LATERAL (SELECT d.child_id FROM ledger_jobdependency AS d
+                        WHERE d.parent_id = below.id OFFSET 0) AS e
+    CROSS JOIN LATERAL (SELECT j.id FROM ledger_job AS j
+                        WHERE j.id = e.child_id AND j.status = %(blocked)s OFFSET 0) AS j
+)
+SELECT id FROM below WHERE id <> ALL(%(roots)s::bigint[])
+"""
+
+
+def blocked_below(roots: Collection[int]) -> set[int]:
+    """Jobs reachable from ``roots`` through blocked jobs (read without locks; not the roots).
+
+    One recursive query on PostgreSQL, whatever the depth; level by level with the ORM on
+    SQLite (the standalone mode's small ledgers).
+    """
+    if not roots:
+        return set()
+    if connection.vendor == "postgresql":
+        return walk_ids(BLOCKED_BELOW_SQL, {"roots": sorted(set(roots)),
+                                            "blocked": JobStatus.BLOCKED.value})
+    return blocked_below_orm(roots)
+
+
+def walk_ids(sql: str, params: dict[str, object]) -> set[int]:
+    """Run a recursive walk (PostgreSQL, inside the caller's transaction) and return the ids
+    of its single column.
+
+    JIT compilation is off for the statement: a recursive query's row estimates multiply
+    along its steps, its cost easily passes ``jit_above_cost``, and compiling then costs
+    hundreds of milliseconds for a walk that takes one. ``set_config(..., true)`` changes the
+    setting for this transaction only, and the previous value is put back right after.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting('jit'), set_config('jit', 'off', true)")
+        previous = cursor.fetchone()[0]
+        try:
+            cursor.execute(sql, params)
+            return {row[0] for row in cursor.fetchall()}
+        finally:
+            cursor.execute("SELECT set_config('jit', %s, true)", [previous])
+
+
+def blocked_below_orm(roots: Collection[int]) -> set[int]:
+    """``blocked_below`` with the ORM, one level per round (SQLite; on PostgreSQL the tests
+    compare it with the recursive query)."""
+    roots = set(roots)
     found: set[int] = set()
     frontier = set(roots)
     while frontier:
         kids = {c for cs in children_map(frontier).values() for c in cs} - found - roots
-        frontier = set(Job.objects.filter(pk__in=kids, status=JobStatus.BLOCKED)
-                       .values_list("pk", flat=True)) if kids else set()
+        frontier = set()
+        for part in chunks(kids):
+            frontier.update(Job.objects.filter(pk__in=part, status=JobStatus.BLOCKED)
+                            .values_list("pk", flat=True))
         found |= frontier
     return found
 
@@ -188,9 +292,10 @@ def descendants_cancel(*, job_ids: Collection[int], now: datetime) -> int:
         How many jobs were canceled.
     """
     roots = set(job_ids)
-    if not JobDependency.objects.filter(parent_id__in=roots).exists():
+    if not any(JobDependency.objects.filter(parent_id__in=part).exists()
+               for part in chunks(roots)):
         return 0
-    locked = lock_until_stable(lambda: _blocked_below(roots))
+    locked = lock_until_stable(lambda: blocked_below(roots))
     children = children_map(roots | locked.keys())  # read again, under the locks
     upstream: dict[int, int] = {}
     for root in sorted(roots):
@@ -203,17 +308,19 @@ def descendants_cancel(*, job_ids: Collection[int], now: datetime) -> int:
                     stack.append(child)
     if not upstream:
         return 0
-    root_status = dict(Job.objects.filter(pk__in=set(upstream.values()))
-                       .values_list("pk", "status"))
+    root_status: dict[int, str] = {}
+    for part in chunks(upstream.values()):
+        root_status.update(Job.objects.filter(pk__in=part).values_list("pk", "status"))
     by_root: dict[int, list[int]] = defaultdict(list)
     for child, root in upstream.items():
         by_root[root].append(child)
     for root, ids in by_root.items():
-        Job.objects.filter(pk__in=ids, status=JobStatus.BLOCKED).update(
-            status=JobStatus.CANCELED, finished_at=now, updated_at=now,
-            last_error={"code": UPSTREAM_FAILED, "upstream_job_id": root,
-                        "upstream_status": root_status[root],
-                        "message": f"upstream job {root} ended {root_status[root]}"})
+        for part in chunks(ids):
+            Job.objects.filter(pk__in=part, status=JobStatus.BLOCKED).update(
+                status=JobStatus.CANCELED, finished_at=now, updated_at=now,
+                last_error={"code": UPSTREAM_FAILED, "upstream_job_id": root,
+                            "upstream_status": root_status[root],
+                            "message": f"upstream job {root} ended {root_status[root]}"})
     actor = system_actor()
     type_ = require(JobStatus.BLOCKED, JobStatus.CANCELED)
     JobEvent.objects.bulk_create([
@@ -221,5 +328,5 @@ def descendants_cancel(*, job_ids: Collection[int], now: datetime) -> int:
                   from_status=JobStatus.BLOCKED, to_status=JobStatus.CANCELED,
                   reason=UPSTREAM_FAILED, data={"upstream_job_id": root})
         for child, root in sorted(upstream.items())
-    ])
+    ], batch_size=CHUNK)
     return len(upstream)

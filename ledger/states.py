@@ -28,6 +28,10 @@ TRANSITIONS: dict[tuple[str, str], str] = {
     (JobStatus.BLOCKED, JobStatus.READY): "job.unblocked",
     (JobStatus.BLOCKED, JobStatus.SCHEDULED): "job.unblocked",
     (JobStatus.BLOCKED, JobStatus.CANCELED): "job.canceled",
+    # A replay took a parent out of ``succeeded`` before the child started: it waits again
+    # (``ledger.replay``; ``data.replay_of``, ``data.parent_job_ids``). See docs/dependencies.md.
+    (JobStatus.READY, JobStatus.BLOCKED): "job.reblocked",
+    (JobStatus.SCHEDULED, JobStatus.BLOCKED): "job.reblocked",
     (JobStatus.SCHEDULED, JobStatus.READY): "job.ready",
     (JobStatus.SCHEDULED, JobStatus.CANCELED): "job.canceled",
     (JobStatus.READY, JobStatus.LEASED): "job.leased",

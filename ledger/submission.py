@@ -85,9 +85,11 @@ def run_submit(*, tenant: str, project: str, name: str, jobs: Sequence[JobSpec],
 
     Idempotency: with ``idempotency_key`` the whole request is reduced to one sha256 digest,
     stored on every job; the job at position ``i`` gets the idempotency key
-    ``run:<idempotency_key>:<i>``. The same key and body returns the stored run
-    (``replayed=True``); the same key with another body raises. Two identical requests racing
-    meet at the unique index ``job_tenant_idem_uniq`` (as ``job_enqueue``): one run exists.
+    ``run:<idempotency_key>:<i>`` (the namespace of ``job_enqueue`` keys). The same key and body
+    returns the stored run (``replayed=True``); the same key with another body raises, and so
+    does a position's key held by any other job. Two requests racing meet at the unique index
+    ``job_tenant_idem_uniq`` (as ``job_enqueue``): the loser reads what the winner committed,
+    so one run exists, or the loser gets the conflict.
 
     Args:
         jobs: 1..MAX_JOBS specs with distinct keys and at most MAX_EDGES ``depends_on``
@@ -99,7 +101,8 @@ def run_submit(*, tenant: str, project: str, name: str, jobs: Sequence[JobSpec],
             jobs of this tenant).
         DependencyCycle: ``details.cycle``: keys in edge order, first == last.
         UpstreamFailed: an existing parent is dead_lettered or canceled.
-        IdempotencyConflict: the key was used with another body (``details.run_id``).
+        IdempotencyConflict: the key was used with another body (``details.run_id``), or the
+            key of some position is held by another job (``details.job_id``).
         Whatever ``admit`` raises. Nothing is written when anything is raised.
     """
     if not 1 <= len(jobs) <= MAX_JOBS:
@@ -218,16 +221,31 @@ def _create(*, tenant: str, project: str, name: str, jobs: Sequence[JobSpec], ac
 
 def _replay(tenant: str, run_key: str, request_digest: str,
             keys: list[str]) -> SubmitResult | None:
-    """The run an earlier request with this key created, or None; raise if its body differed."""
-    anchor = Job.objects.filter(tenant=tenant, idempotency_key=_job_key(run_key, 0)).first()
-    if anchor is None:
+    """The run an earlier identical request created, or None when no position's key is held.
+
+    Every position's key is checked, not only the first: the keys share the namespace of
+    ``POST /jobs`` keys, so a single job (or another run) may hold any of them. The request is
+    a repeat only when every position is held by a job of one run with this body's digest.
+
+    Raises:
+        IdempotencyConflict: some position's key is held otherwise, or the earlier run lacks a
+            position; ``details.job_id``: the first foreign holder (else the first job found),
+            ``details.run_id``: the run of the first job found (null for a single job).
+    """
+    names = [_job_key(run_key, i) for i in range(len(keys))]
+    held = {job.idempotency_key: job for job in Job.objects.filter(
+        tenant=tenant, idempotency_key__in=names)}
+    if not held:
         return None
-    if anchor.request_digest != request_digest or anchor.run_id is None:
+    ordered = [held.get(name) for name in names]
+    first = next(job for job in ordered if job is not None)
+    foreign = next((job for job in ordered if job is not None and (
+        job.request_digest != request_digest or job.run_id is None
+        or job.run_id != first.run_id)), None)
+    if foreign is not None or None in ordered:
         raise IdempotencyConflict(
             "idempotency key already used with a different request body",
-            run_id=anchor.run_id, job_id=anchor.pk, idempotency_key=run_key)
-    by_key = {job.idempotency_key: job for job in Job.objects.filter(
-        tenant=tenant, idempotency_key__in=[_job_key(run_key, i) for i in range(len(keys))])}
-    run = Run.objects.get(pk=anchor.run_id)
-    return SubmitResult(run=run, jobs=[(key, by_key[_job_key(run_key, i)])
-                                       for i, key in enumerate(keys)], replayed=True)
+            run_id=first.run_id, job_id=(foreign or first).pk, idempotency_key=run_key)
+    run = Run.objects.get(pk=first.run_id)
+    return SubmitResult(run=run, jobs=[(key, job) for key, job in zip(keys, ordered, strict=True)
+                                       if job is not None], replayed=True)

@@ -67,7 +67,7 @@ class RunSubmitApi(APIView):
 
 class JobReplayApi(APIView):
     """Replay a finished job; revive its descendants canceled upstream (re-run succeeded ones
-    only when asked)."""
+    only when asked) and put the children that have not started back to blocked."""
 
     required_scope = OPERATE
 
@@ -82,4 +82,5 @@ class JobReplayApi(APIView):
                             rerun_succeeded_descendants=v["rerun_succeeded_descendants"])
         job = job_get(tenant=request.user.tenant, job_id=job_id)
         return Response({"job": s.JobOut(job).data, "revived_job_ids": result.revived_job_ids,
-                         "rerun_job_ids": result.rerun_job_ids})
+                         "rerun_job_ids": result.rerun_job_ids,
+                         "reblocked_job_ids": result.reblocked_job_ids})

@@ -125,3 +125,6 @@ class ReplayOut(serializers.Serializer):
     job = JobOut()
     revived_job_ids = serializers.ListField(child=serializers.IntegerField())
     rerun_job_ids = serializers.ListField(child=serializers.IntegerField())
+    reblocked_job_ids = serializers.ListField(
+        child=serializers.IntegerField(),
+        help_text="children that had not started (ready, scheduled), back to blocked")

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 from django.db import connection, transaction
 
-from ledger.models import Job, JobEvent, Run
-from ledger.services import Actor, job_replay
+from ledger.exceptions import IdempotencyConflict
+from ledger.models import Job, JobDependency, JobEvent, Run
+from ledger.services import Actor, job_enqueue, job_replay
 from ledger.submission import JobSpec, run_submit
 from orchestrator.leasing import AckIn, lease_ack, lease_ack_many, lease_claim, lease_fail
 
@@ -53,16 +54,22 @@ def in_threads(*calls: Callable[[], Any]) -> list[Any]:
 def wait_until_an_ack_waits_for_a_lock(timeout: float = 10.0) -> None:
     """Poll pg_stat_activity until an orch_ack_v3 statement waits for a lock (its text is
     truncated there, so match its opening CTEs)."""
+    wait_until_a_statement_waits_for_a_lock("%seen AS MATERIALIZED%", timeout)
+
+
+def wait_until_a_statement_waits_for_a_lock(pattern: str, timeout: float = 10.0) -> None:
+    """Poll pg_stat_activity until a statement whose text matches ``pattern`` (LIKE) waits
+    for a lock."""
     deadline = time.monotonic() + timeout
     with connection.cursor() as cursor:
         while time.monotonic() < deadline:
             cursor.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND wait_event_type = 'Lock' AND query LIKE %s", ["%seen AS MATERIALIZED%"])
+                " AND wait_event_type = 'Lock' AND query LIKE %s", [pattern])
             if cursor.fetchone()[0]:
                 return
             time.sleep(0.01)
-    raise AssertionError("no ack statement ended up waiting for the lock")
+    raise AssertionError(f"no statement like {pattern!r} ended up waiting for a lock")
 
 
 def test_two_parents_acked_at_once_release_their_join_exactly_once():
@@ -216,3 +223,90 @@ def test_identical_submissions_racing_create_one_run():
     assert sorted(r.replayed for r in results) == [False] + [True] * 9
     assert {r.run.pk for r in results} == {Run.objects.get().pk}
     assert Job.objects.count() == 2
+
+
+def test_a_submission_racing_a_single_job_for_a_generated_key_is_a_conflict_not_a_500():
+    """POST /jobs holds ``run:coll:1`` uncommitted while the submission (its check done) waits
+    at the unique index; after the commit the submission's insert fails, and it answers
+    idempotency_conflict naming the holder, with nothing of its own written."""
+    inserted, commit = threading.Event(), threading.Event()
+    holder: list[int] = []
+
+    def hold_the_key() -> None:
+        try:
+            with transaction.atomic():
+                holder.append(job_enqueue(
+                    tenant=T, job_type="test.noop", project="p", payload={}, max_attempts=3,
+                    actor=SYSTEM, idempotency_key="run:coll:1").job.pk)
+                inserted.set()
+                assert commit.wait(timeout=10)
+        finally:
+            connection.close()
+
+    def submit_run() -> Any:
+        try:
+            return run_submit(tenant=T, project="p", name="n", actor=SYSTEM,
+                              idempotency_key="coll", jobs=[
+                                  JobSpec(key="a", job_type="test.noop", max_attempts=3),
+                                  JobSpec(key="b", job_type="test.noop", max_attempts=3)])
+        except IdempotencyConflict as exc:
+            return exc
+        finally:
+            connection.close()
+
+    writer = threading.Thread(target=hold_the_key)
+    writer.start()
+    assert inserted.wait(timeout=10)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        outcome = pool.submit(submit_run)
+        wait_until_a_statement_waits_for_a_lock("%INSERT INTO%")
+        commit.set()
+        writer.join(timeout=10)
+        error = outcome.result(timeout=10)
+    assert isinstance(error, IdempotencyConflict), error
+    assert (error.details["job_id"], error.details["run_id"]) == (holder[0], None)
+    assert (Run.objects.count(), list(Job.objects.values_list("pk", flat=True))) == (0, holder)
+
+
+def assert_join_count(job_id: int, status: str, pending: int) -> None:
+    """The job's status and counter, and the counter equal to its parents not succeeded."""
+    job = Job.objects.get(pk=job_id)
+    parents = JobDependency.objects.filter(child_id=job_id).values_list("parent_id", flat=True)
+    waiting = Job.objects.filter(pk__in=list(parents)).exclude(status="succeeded").count()
+    assert (job.status, job.pending_parents) == (status, pending)
+    assert waiting == (pending if status == "blocked" else 0)
+
+
+def test_replays_racing_acks_and_each_other_keep_a_join_count_exact():
+    """Diamond a -> b, c -> d. (1) b succeeded, c leased: a replay of b races the ack of c; d
+    ends blocked waiting on b alone, whichever commits first (ready then reblocked, or
+    recounted then counted down). (2) b and c succeeded, d ready: replays of b and of c race;
+    d ends blocked on both, reblocked once. (3) b and c acked at once release d once."""
+    for _ in range(20):
+        ids = submit(("a", ()), ("b", ("a",)), ("c", ("a",)), ("d", ("b", "c")))
+        lease_ack(tenant=T, lease_id=claim()[ids["a"]].lease.pk)
+        grants = claim()
+        lease_ack(tenant=T, lease_id=grants[ids["b"]].lease.pk)
+        in_threads(lambda: job_replay(tenant=T, job_id=ids["b"], actor=SYSTEM,  # noqa: B023
+                                      reason="again"),
+                   lambda: lease_ack(tenant=T, lease_id=grants[ids["c"]].lease.pk))  # noqa: B023
+        assert_join_count(ids["d"], "blocked", 1)
+        lease_ack(tenant=T, lease_id=claim()[ids["b"]].lease.pk)
+        assert_join_count(ids["d"], "ready", 0)
+
+        reblocked = JobEvent.objects.filter(job_id=ids["d"], type="job.reblocked").count()
+        in_threads(*[lambda k=k: job_replay(tenant=T, job_id=ids[k], actor=SYSTEM,  # noqa: B023
+                                            reason="again") for k in ("b", "c")])
+        assert_join_count(ids["d"], "blocked", 2)
+        assert JobEvent.objects.filter(job_id=ids["d"], type="job.reblocked").count() == (
+            reblocked + 1)
+
+        grants = claim()
+        assert set(grants) == {ids["b"], ids["c"]}  # d is not claimable
+        unblocked = JobEvent.objects.filter(job_id=ids["d"], type="job.unblocked").count()
+        in_threads(*[lambda g=g: lease_ack(tenant=T, lease_id=g.lease.pk)
+                     for g in grants.values()])
+        assert_join_count(ids["d"], "ready", 0)
+        assert JobEvent.objects.filter(job_id=ids["d"], type="job.unblocked").count() == (
+            unblocked + 1)
+        lease_ack(tenant=T, lease_id=claim()[ids["d"]].lease.pk)
