@@ -171,3 +171,35 @@ FROM (SELECT statement_timestamp() AS now) AS clock
 LEFT JOIN quotas_quota AS q ON q.tenant = ANY(%(tenants)s)
 ORDER BY q.id
 """
+
+# orch_fast_guard_v1 / orch_claim_fast_v1: the claim of one tenant that has no quota and no
+# breaker other than closed (most tenants): nothing to count, so no exclusive dispatch lock.
+# The claimer holds the tenant's dispatch row FOR SHARE (many such claimers at once; a pause, a
+# quota change, a breaker opening or an admission claim takes it FOR UPDATE and waits for them),
+# checks the guard in a new statement (a snapshot taken after the lock), then claims like the
+# previous issue's statement, per lane (SKIP LOCKED), skipping paused lanes.
+ORCH_FAST_GUARD_V1 = """
+SELECT NOT EXISTS (SELECT 1 FROM quotas_quota WHERE tenant = %(tenant)s)
+   AND NOT EXISTS (SELECT 1 FROM quotas_circuitbreaker
+                   WHERE tenant = %(tenant)s AND state <> 'closed')
+"""
+
+ORCH_CLAIM_FAST_V1 = "WITH" + _CLOCK + """, picked AS (
+    SELECT candidate.id
+    FROM ledger_lane AS lane
+    CROSS JOIN LATERAL (
+        SELECT id, priority FROM ledger_job
+        WHERE status = 'ready' AND tenant = lane.tenant AND job_type = lane.job_type
+          AND COALESCE(source_id, 0) = lane.source_id
+        ORDER BY priority DESC, id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) AS candidate
+    WHERE lane.tenant = %(tenant)s AND lane.job_type = ANY(%(types)s)
+      AND NOT EXISTS (
+          SELECT 1 FROM quotas_pause AS p
+          WHERE p.tenant = lane.tenant AND p.job_type IN ('', lane.job_type)
+            AND p.source_id IN (0, lane.source_id))
+    ORDER BY candidate.priority DESC, candidate.id
+    LIMIT %(limit)s
+),""" + _LEASE_CTES + _LEASE_SELECT

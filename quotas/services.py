@@ -133,7 +133,11 @@ def _apply(quota: Quota, limits: Limits, *, actor: ActorLike, reason: str, ticke
 def _write_limits(*, tenant: str, job_type: str, source_id: int, limits: Limits,
                   actor: ActorLike, reason: str, ticket: str, now: datetime,
                   event_type: str) -> Quota:
-    """Create or update the scope's quota to ``limits`` (checked), with its event."""
+    """Create or update the scope's quota to ``limits`` (checked), with its event.
+
+    Takes the tenant's dispatch lock first (the order claims take too): claims in flight finish
+    before the change commits, and every later claim decides under the new limits."""
+    lock(TenantShare, tenant=tenant)
     new = Quota(tenant=tenant, job_type=job_type, source_id=source_id)
     _apply(new, limits, actor=actor, reason=reason, ticket=ticket, now=now)
     quota, inserted = lock_or_insert(Quota, new, tenant=tenant, job_type=job_type,
