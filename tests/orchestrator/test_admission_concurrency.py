@@ -169,3 +169,43 @@ def test_no_lease_is_granted_in_a_scope_after_its_pause_returns():
     leased = list(Lease.objects.values_list("leased_at", flat=True))
     assert len(leased) > 20, "the claimers made too little progress to prove anything"
     assert max(leased) < paused_at[0]
+
+
+def test_a_cap_set_while_fast_claims_run_holds_for_every_later_lease():
+    """Fast claims (no quota yet) share the dispatch row; the quota write takes it exclusively,
+    so every lease granted after the write returns was admitted under the cap."""
+    from ledger.clock import db_now
+    from ledger.services import Actor
+    from quotas.services import Limits, quota_set
+
+    ready_jobs(3000)
+    claim(max_jobs=1)  # creates the tenant's dispatch row: later claims take the fast path
+    capped_at: list[object] = []
+
+    def work(rng: random.Random) -> None:
+        for grant in claim(max_jobs=rng.randint(1, 3), runner=f"r{rng.random()}"):
+            time.sleep(rng.uniform(0, 0.003))  # hold the lease a little
+            lease_ack(tenant="acme", lease_id=grant.lease.id)
+
+    def cap_soon() -> None:
+        try:
+            deadline = time.monotonic() + 30  # cap once the claimers are leasing
+            while Lease.objects.count() < 30 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            quota_set(tenant="acme", limits=Limits(max_active=2), actor=Actor.system("test"),
+                      reason="cap", ticket="T-1", now=db_now())
+            capped_at.append(db_now())
+        finally:
+            connection.close()
+
+    capper = threading.Thread(target=cap_soon)
+    capper.start()
+    errors = _claimers(work, seconds=2.5)
+    capper.join()
+    assert not errors, errors
+    leases = list(Lease.objects.exclude(ended_at=None).values_list("leased_at", "ended_at"))
+    later = [s for s, _ in leases if s > capped_at[0]]
+    assert len(later) > 20, "too few leases after the cap to prove anything"
+    for start in later:  # each later lease found fewer than 2 others active when it began
+        others = sum(1 for s, e in leases if s < start < e)
+        assert others < 2, (start, others)
