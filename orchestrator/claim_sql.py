@@ -8,6 +8,14 @@ from ledger.states import JobStatus, require
 
 assert require(JobStatus.READY, JobStatus.LEASED) == "job.leased"
 
+
+def _not_paused(lane: str) -> str:
+    """SQL: no pause key covers the lane aliased ``lane`` (tenant, job type or source)."""
+    return f"""NOT EXISTS (
+      SELECT 1 FROM quotas_pause AS p
+      WHERE p.tenant = {lane}.tenant AND p.job_type IN ('', {lane}.job_type)
+        AND p.source_id IN (0, {lane}.source_id))"""
+
 # orch_lanes_v1: the lanes a claim may serve, with their tenant's place in the dispatch order.
 # A lane is a candidate when it has a ready job (one probe of job_lane_idx), no pause key covers
 # it and its source's breaker is closed or half-open with no probe out. Read without locks, to
@@ -20,9 +28,7 @@ LEFT JOIN quotas_tenantshare AS s ON s.tenant = l.tenant
 LEFT JOIN quotas_circuitbreaker AS b ON b.source_id = l.source_id AND l.source_id <> 0
 WHERE {tenant_filter} l.job_type = ANY(%(types)s)
   AND (b.state IS NULL OR b.state = 'closed' OR (b.state = 'half_open' AND b.probe_job_id IS NULL))
-  AND NOT EXISTS (
-      SELECT 1 FROM quotas_pause AS p
-      WHERE p.tenant = l.tenant AND p.job_type IN ('', l.job_type) AND p.source_id IN (0, l.source_id))
+  AND """ + _not_paused("l") + """
   AND EXISTS (
       SELECT 1 FROM ledger_job AS j
       WHERE j.status = 'ready' AND j.tenant = l.tenant AND j.job_type = l.job_type
@@ -49,11 +55,7 @@ FROM unnest(%(tenants)s::text[], %(types)s::text[], %(sources)s::bigint[])
      AS lane(tenant, job_type, source_id)
 LEFT JOIN quotas_circuitbreaker AS b ON b.source_id = lane.source_id AND lane.source_id <> 0
 WHERE (b.state IS NULL OR b.state = 'closed' OR (b.state = 'half_open' AND b.probe_job_id IS NULL))
-  AND NOT EXISTS (
-      SELECT 1 FROM quotas_pause AS p
-      WHERE p.tenant = lane.tenant AND p.job_type IN ('', lane.job_type)
-        AND p.source_id IN (0, lane.source_id))
-"""
+  AND """ + _not_paused("lane") + "\n"
 
 # orch_heads_v1: the first `limit` ready jobs of each lane, one index range of job_lane_idx per
 # lane. No row locks: only a holder of the tenant's dispatch lock leases the tenant's jobs, and
@@ -138,7 +140,9 @@ ORCH_LEASE_IDS_V2 = ("WITH" + _CLOCK + ", picked AS (SELECT unnest(%(ids)s::bigi
 # orch_claim_plain_v3: the claim WITHOUT admission (no quotas, pauses, breakers or fairness),
 # kept as the benchmark's baseline only: orch_claim_v2 of the previous issue moved onto
 # job_lane_idx (one range per lane instead of per job type). Not reachable from the API.
-ORCH_CLAIM_PLAIN_V3 = "WITH" + _CLOCK + """, picked AS (
+# The first `limit` ready, unlocked jobs over the tenant's lanes of the wanted types, one range of
+# job_lane_idx per lane (SKIP LOCKED: concurrent claimers take the next rows), best first.
+_PICK_PER_LANE = """, picked AS (
     SELECT candidate.id
     FROM ledger_lane AS lane
     CROSS JOIN LATERAL (
@@ -149,10 +153,13 @@ ORCH_CLAIM_PLAIN_V3 = "WITH" + _CLOCK + """, picked AS (
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
     ) AS candidate
-    WHERE lane.tenant = %(tenant)s AND lane.job_type = ANY(%(types)s)
+    WHERE lane.tenant = %(tenant)s AND lane.job_type = ANY(%(types)s){lane_filter}
     ORDER BY candidate.priority DESC, candidate.id
     LIMIT %(limit)s
-),""" + _LEASE_CTES + _LEASE_SELECT
+),"""
+
+ORCH_CLAIM_PLAIN_V3 = ("WITH" + _CLOCK + _PICK_PER_LANE.format(lane_filter="") + _LEASE_CTES
+                       + _LEASE_SELECT)
 
 # orch_budgets_v1: under the dispatch locks, the locked tenants' quotas with the leased jobs now
 # in each capped scope, and the clock. statement_timestamp() is this statement's start, after
@@ -184,22 +191,6 @@ SELECT NOT EXISTS (SELECT 1 FROM quotas_quota WHERE tenant = %(tenant)s)
                    WHERE tenant = %(tenant)s AND state <> 'closed')
 """
 
-ORCH_CLAIM_FAST_V1 = "WITH" + _CLOCK + """, picked AS (
-    SELECT candidate.id
-    FROM ledger_lane AS lane
-    CROSS JOIN LATERAL (
-        SELECT id, priority FROM ledger_job
-        WHERE status = 'ready' AND tenant = lane.tenant AND job_type = lane.job_type
-          AND COALESCE(source_id, 0) = lane.source_id
-        ORDER BY priority DESC, id
-        LIMIT %(limit)s
-        FOR UPDATE SKIP LOCKED
-    ) AS candidate
-    WHERE lane.tenant = %(tenant)s AND lane.job_type = ANY(%(types)s)
-      AND NOT EXISTS (
-          SELECT 1 FROM quotas_pause AS p
-          WHERE p.tenant = lane.tenant AND p.job_type IN ('', lane.job_type)
-            AND p.source_id IN (0, lane.source_id))
-    ORDER BY candidate.priority DESC, candidate.id
-    LIMIT %(limit)s
-),""" + _LEASE_CTES + _LEASE_SELECT
+ORCH_CLAIM_FAST_V1 = ("WITH" + _CLOCK
+                      + _PICK_PER_LANE.format(lane_filter="\n      AND " + _not_paused("lane"))
+                      + _LEASE_CTES + _LEASE_SELECT)
