@@ -164,8 +164,11 @@ def test_no_lease_is_granted_in_a_scope_after_its_pause_returns():
     pauser = threading.Thread(target=pause_soon)
     pauser.start()
     errors = _claimers(work, seconds=1.5)
+    claimers_done = db_now()
     pauser.join()
     assert not errors, errors
+    # the pause got its dispatch lock while the claimers were still claiming (no starvation)
+    assert paused_at and paused_at[0] < claimers_done
     leased = list(Lease.objects.values_list("leased_at", flat=True))
     assert len(leased) > 20, "the claimers made too little progress to prove anything"
     assert max(leased) < paused_at[0]
