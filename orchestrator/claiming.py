@@ -159,7 +159,9 @@ def _claim_admitted(*, tenants: list[str], runner_id: str, types: list[str], max
         return []
     _shares_ensure({lane.tenant for lane in lanes if lane.served_seq is None})
     by_tenant: dict[str, list[_Lane]] = {}
-    for lane in sorted(lanes, key=lambda la: (la.served_seq or 0, la.tenant)):
+    # First-seen tenants were just put at the back of the order (_shares_ensure).
+    for lane in sorted(lanes, key=lambda la: (la.served_seq is None, la.served_seq or 0,
+                                              la.tenant)):
         by_tenant.setdefault(lane.tenant, []).append(lane)
     order = list(by_tenant)
     credits = {lane.tenant: max(1, lane.weight - lane.turn_taken) for lane in lanes}
@@ -264,8 +266,7 @@ def _gate(lanes: list[_Lane]) -> list[_Lane]:
                 breaker.state == BreakerState.CLOSED
                 or (breaker.state == BreakerState.HALF_OPEN and breaker.probe_job_id is None)):
             continue
-        if any(p.tenant == lane.tenant and p.job_type in (ANY_JOB_TYPE, lane.job_type)
-               and p.source_id in (ANY_SOURCE, lane.source_id) for p in pauses):
+        if any(_covers_key(p, lane.key) for p in pauses):
             continue
         result.append(replace(lane, probe=breaker is not None
                               and breaker.state == BreakerState.HALF_OPEN))
@@ -328,7 +329,7 @@ def _serve(locked: list[tuple[str, int, int]], by_tenant: dict[str, list[_Lane]]
     lane_budgets: dict[LaneKey, list[object]] = {}
     for lane in lanes:
         keys: list[object] = [("quota", q.pk) for q in quotas
-                              if ("quota", q.pk) in budgets and _covers(q, lane)]
+                              if ("quota", q.pk) in budgets and _covers_key(q, lane.key)]
         if lane.probe:
             keys.append(("probe", lane.source_id))
             budgets[("probe", lane.source_id)] = 1
@@ -350,14 +351,12 @@ def _serve(locked: list[tuple[str, int, int]], by_tenant: dict[str, list[_Lane]]
     return grants
 
 
-def _covers(quota: Quota, lane: _Lane) -> bool:
-    return _covers_key(quota, lane.key)
-
-
-def _covers_key(quota: Quota, lane: LaneKey) -> bool:
+def _covers_key(scope: Quota | Pause, lane: LaneKey) -> bool:
+    """True when the quota's or pause's scope (tenant, job type or all, source or all) covers
+    the lane ``(tenant, job_type, source_id)``."""
     tenant, job_type, source_id = lane
-    return (quota.tenant == tenant and quota.job_type in (ANY_JOB_TYPE, job_type)
-            and quota.source_id in (ANY_SOURCE, source_id))
+    return (scope.tenant == tenant and scope.job_type in (ANY_JOB_TYPE, job_type)
+            and scope.source_id in (ANY_SOURCE, source_id))
 
 
 def _budgets_load(tenants: list[str]) -> tuple[datetime, list[Quota], dict[int, int]]:

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from ledger.models import Lease
 from orchestrator.leasing import lease_ack
+from tests.waiting import wait_until
 
 from .admission_helpers import claim, quota, ready_jobs, source
 
@@ -152,9 +153,7 @@ def test_no_lease_is_granted_in_a_scope_after_its_pause_returns():
 
     def pause_soon() -> None:
         try:
-            deadline = time.monotonic() + 30  # pause once the claimers are leasing
-            while Lease.objects.count() < 20 and time.monotonic() < deadline:
-                time.sleep(0.01)
+            wait_until(lambda: Lease.objects.count() >= 20, "the claimers to lease", 30)
             pause_add(tenant="acme", key="deploy", actor=Actor.system("test"),
                       reason="deploy", now=db_now())
             paused_at.append(db_now())
@@ -192,9 +191,7 @@ def test_a_cap_set_while_fast_claims_run_holds_for_every_later_lease():
 
     def cap_soon() -> None:
         try:
-            deadline = time.monotonic() + 30  # cap once the claimers are leasing
-            while Lease.objects.count() < 30 and time.monotonic() < deadline:
-                time.sleep(0.01)
+            wait_until(lambda: Lease.objects.count() >= 30, "the claimers to lease", 30)
             quota_set(tenant="acme", limits=Limits(max_active=2), actor=Actor.system("test"),
                       reason="cap", ticket="T-1", now=db_now())
             capped_at.append(db_now())

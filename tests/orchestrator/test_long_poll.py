@@ -11,16 +11,9 @@ from django.test.utils import CaptureQueriesContext
 
 from orchestrator import wakeups
 from orchestrator.leasing import lease_claim_wait
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def wait_until(predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
 
 
 def test_a_waiting_claim_is_woken_by_an_enqueue(enqueue, settings):
