@@ -21,7 +21,7 @@ from .signals import jobs_ready
 from .states import IllegalTransition, JobStatus, is_terminal, require
 
 if TYPE_CHECKING:
-    from .replay import ReplayResult
+    pass
 
 
 @dataclass(frozen=True)
@@ -265,14 +265,3 @@ def job_cancel(*, tenant: str, job_id: int, actor: Actor, reason: str,
                           reason=reason).save()
             return job
         return job_transition(job=job, to=JobStatus.CANCELED, actor=actor, now=now, reason=reason)
-
-
-def job_replay(*, tenant: str, job_id: int, actor: Actor, reason: str,
-               rerun_succeeded_descendants: bool = False,
-               now: datetime | None = None) -> ReplayResult:
-    """Put a finished job back to work, reviving (and, if asked, re-running) its descendants:
-    ``ledger.replay.job_replay`` has the contract and the errors."""
-    from .replay import job_replay as replay  # builds on this module; see job_enqueue
-
-    return replay(tenant=tenant, job_id=job_id, actor=actor, reason=reason,
-                  rerun_succeeded_descendants=rerun_succeeded_descendants, now=now)

@@ -20,7 +20,15 @@ from .clock import db_now, require_aware
 from .dag import CycleFound, topological_order
 from .exceptions import DependencyCycle, IdempotencyConflict, UnknownParent
 from .models import Job, JobEvent, Run
-from .services import Actor, Admit, event_for, lane_register, notify_ready_on_commit, source_resolve
+from .services import (
+    Actor,
+    Admit,
+    event_for,
+    lane_register,
+    notify_ready_on_commit,
+    run_create,
+    source_resolve,
+)
 from .states import JobStatus
 
 MAX_JOBS = 1000
@@ -122,10 +130,11 @@ def run_submit(*, tenant: str, project: str, name: str, jobs: Sequence[JobSpec],
             found = _replay(tenant, idempotency_key, request_digest, keys)
             if found is not None:
                 return found
-        _check_graph(tenant, jobs)
+        order = _check_graph(tenant, jobs)
         try:
             with transaction.atomic():
-                return _create(tenant=tenant, project=project, name=name, jobs=jobs, actor=actor,
+                return _create(tenant=tenant, project=project, name=name, jobs=jobs,
+                               order=order, actor=actor,
                                source=source, correlation_id=correlation_id,
                                idempotency_key=idempotency_key, request_digest=request_digest,
                                now=now, admit=admit)
@@ -138,8 +147,9 @@ def run_submit(*, tenant: str, project: str, name: str, jobs: Sequence[JobSpec],
             return found
 
 
-def _check_graph(tenant: str, jobs: Sequence[JobSpec]) -> None:
-    """Unknown parents, then cycles (pure), before anything is locked or written."""
+def _check_graph(tenant: str, jobs: Sequence[JobSpec]) -> list[str]:
+    """Unknown parents, then cycles (pure), before anything is locked or written; returns the
+    job keys in topological order (parents first)."""
     keys = {spec.key for spec in jobs}
     unknown_keys = sorted({k for spec in jobs for k in spec.parent_keys} - keys)
     wanted_ids = {i for spec in jobs for i in spec.parent_ids}
@@ -150,24 +160,22 @@ def _check_graph(tenant: str, jobs: Sequence[JobSpec]) -> None:
         raise UnknownParent("depends_on names jobs that do not exist",
                             keys=unknown_keys, job_ids=unknown_ids)
     try:
-        topological_order([spec.key for spec in jobs],
-                          {spec.key: spec.parent_keys for spec in jobs})
+        return topological_order([spec.key for spec in jobs],
+                                 {spec.key: spec.parent_keys for spec in jobs})
     except CycleFound as exc:
         raise DependencyCycle("the dependencies contain a cycle", cycle=exc.cycle) from None
 
 
-def _create(*, tenant: str, project: str, name: str, jobs: Sequence[JobSpec], actor: Actor,
+def _create(*, tenant: str, project: str, name: str, jobs: Sequence[JobSpec], order: list[str],
+            actor: Actor,
             source: str | None, correlation_id: str | None, idempotency_key: str | None,
             request_digest: str, now: datetime, admit: Admit | None) -> SubmitResult:
     position = {spec.key: i for i, spec in enumerate(jobs)}
     by_key = {spec.key: spec for spec in jobs}
-    order = topological_order([spec.key for spec in jobs],
-                              {spec.key: spec.parent_keys for spec in jobs})
     existing = dependencies.parents_lock(
         tenant=tenant, parent_ids={i for spec in jobs for i in spec.parent_ids})
-    run = Run.objects.create(tenant=tenant, project=project, name=name,
-                             source=source_resolve(tenant=tenant, name=source),
-                             correlation_id=correlation_id)
+    run = run_create(tenant=tenant, project=project, name=name, source=source,
+                     correlation_id=correlation_id)
     sources = {n: source_resolve(tenant=tenant, name=n) for n in sorted(
         {spec.source for spec in jobs if spec.source is not None})}
     source_ids = {n: row.pk for n, row in sources.items() if row is not None}

@@ -18,8 +18,6 @@ from rest_framework.views import APIView
 
 from ledger.clock import db_now
 from ledger.exceptions import NotFound
-from ledger.models import ActorType
-from ledger.services import Actor
 from quotas.models import ANY_JOB_TYPE, CircuitBreaker, Quota
 from quotas.services import (
     BreakerConfig,
@@ -37,15 +35,13 @@ from .. import admission_state as state
 from ..admission_ops import in_scope
 from . import admission_serializers as a
 from . import serializers as s
+from .auth import operator_actor
 from .jobs import JobCursorPagination
 
 READ, OPERATE, QUOTA = "orch:read", "orch:operate", "orch:quota"
 ERRORS = {code: OpenApiResponse(s.ErrorOut) for code in (400, 401, 403, 404)}
 READ_ERRORS = {code: OpenApiResponse(s.ErrorOut) for code in (400, 401, 403)}
 
-
-def _actor(request: Request) -> Actor:
-    return Actor(ActorType.OPERATOR, request.user.subject)
 
 
 def _valid(serializer_class: type[a.StrictSerializer], data: Any) -> dict[str, Any]:
@@ -93,7 +89,7 @@ class QuotaCollectionApi(APIView):
         limits = Limits(v.pop("max_active"), v.pop("rate_per_second"), v.pop("burst"),
                         v.pop("max_queued"))
         quota = in_scope(quota_set, tenant=request.user.tenant, create=True, limits=limits,
-                         actor=_actor(request), **v)
+                         actor=operator_actor(request), **v)
         return Response(_quota_json(quota, v["source"]))
 
     @extend_schema(parameters=[*_SCOPE_QUERY,
@@ -102,7 +98,7 @@ class QuotaCollectionApi(APIView):
                    responses={204: None, **ERRORS}, operation_id="quotas_delete")
     def delete(self, request: Request) -> Response:
         v = _valid(a.QuotaDeleteQuery, request.query_params.dict())
-        in_scope(quota_delete, tenant=request.user.tenant, create=False, actor=_actor(request),
+        in_scope(quota_delete, tenant=request.user.tenant, create=False, actor=operator_actor(request),
                  **v)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -119,7 +115,7 @@ class ThrottleApi(APIView):
         # Clearing never creates a source: an unknown name has no throttle to clear (404).
         create = v["rate_per_second"] is not None
         quota = in_scope(throttle_set, tenant=request.user.tenant, create=create,
-                         actor=_actor(request), **v)
+                         actor=operator_actor(request), **v)
         return Response({"quota": _quota_json(quota, v["source"])})
 
 
@@ -139,7 +135,7 @@ class PauseCollectionApi(APIView):
     def post(self, request: Request) -> Response:
         v = _valid(a.PauseIn, request.data)
         pause, created = in_scope(pause_add, tenant=request.user.tenant, create=True,
-                                  actor=_actor(request), **v)
+                                  actor=operator_actor(request), **v)
         scope = state.pause_scope(tenant=request.user.tenant, job_type=pause.job_type,
                                   source_id=pause.source_id, source=v["source"])
         return Response(a.PauseScopeOut(scope).data,
@@ -157,7 +153,7 @@ class PauseResumeApi(APIView):
     def post(self, request: Request) -> Response:
         v = _valid(a.PauseIn, request.data)
         source_id = in_scope(_resume, tenant=request.user.tenant, create=False,
-                             actor=_actor(request), **v)
+                             actor=operator_actor(request), **v)
         scope = state.pause_scope(tenant=request.user.tenant,
                                   job_type=v["job_type"] or ANY_JOB_TYPE, source_id=source_id,
                                   source=v["source"])
@@ -183,7 +179,7 @@ class TenantShareApi(APIView):
                    operation_id="tenant_share_set")
     def put(self, request: Request) -> Response:
         v = _valid(a.ShareIn, request.data)
-        share = share_set_weight(tenant=request.user.tenant, actor=_actor(request), now=db_now(),
+        share = share_set_weight(tenant=request.user.tenant, actor=operator_actor(request), now=db_now(),
                                  **v)
         return Response({"weight": share.weight})
 
@@ -217,7 +213,7 @@ class SourceBreakerApi(APIView):
         reason, ticket = v.pop("reason"), v.pop("ticket")
         breaker = in_scope(breaker_configure, tenant=request.user.tenant, source=name,
                            create=True, with_job_type=False, config=BreakerConfig(**v),
-                           actor=_actor(request), reason=reason, ticket=ticket)
+                           actor=operator_actor(request), reason=reason, ticket=ticket)
         return Response(_breaker_json(breaker, name))
 
 

@@ -8,6 +8,9 @@ from rest_framework.authentication import BaseAuthentication, get_authorization_
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
+from ledger.models import ActorType
+from ledger.services import Actor
+
 from ..tokens import Principal, TokenInvalid, token_verify
 
 
@@ -63,3 +66,9 @@ class HasScope(BasePermission):
             raise exceptions.PermissionDenied(
                 f"this call needs the '{scope}' scope", code="insufficient_scope")
         return True
+
+
+def operator_actor(request: Request) -> Actor:
+    """The ledger ``Actor`` of an authenticated API call: an operator named by the token's
+    ``sub`` (kept as a label, so it survives the user)."""
+    return Actor(ActorType.OPERATOR, request.user.subject)

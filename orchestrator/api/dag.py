@@ -11,22 +11,18 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from ledger.models import ActorType
+from ledger.replay import job_replay
 from ledger.selectors import job_get
-from ledger.services import Actor, job_replay
 from ledger.submission import JobSpec, run_submit
 
 from ..admission import admit_enqueue
 from . import dag_serializers as d
 from . import serializers as s
-from .errors import ApiError
+from .auth import operator_actor
 from .leases import ENQUEUE_ERRORS, ERRORS
 
 OPERATE = "orch:operate"
 
-
-def _actor(request: Request) -> Actor:
-    return Actor(ActorType.OPERATOR, request.user.subject)
 
 
 class RunSubmitApi(APIView):
@@ -48,13 +44,10 @@ class RunSubmitApi(APIView):
                     depends_on=tuple(j["depends_on"]))
             for j in v["jobs"]
         ]
-        try:
-            result = run_submit(
-                tenant=request.user.tenant, project=v["project"], name=v["name"], jobs=specs,
-                actor=_actor(request), source=v["source"], correlation_id=v["correlation_id"],
-                idempotency_key=v["idempotency_key"], admit=admit_enqueue)
-        except ValueError as exc:  # the serializer bounds the same; kept as a 400, not a 500
-            raise ApiError(400, "validation_error", str(exc), {"errors": [str(exc)]}) from None
+        result = run_submit(
+            tenant=request.user.tenant, project=v["project"], name=v["name"], jobs=specs,
+            actor=operator_actor(request), source=v["source"], correlation_id=v["correlation_id"],
+            idempotency_key=v["idempotency_key"], admit=admit_enqueue)
         body = {"run": s.RunOut(result.run).data,
                 "jobs": [{"key": key, "job_id": job.pk, "status": job.status}
                          for key, job in result.jobs]}
@@ -77,7 +70,7 @@ class JobReplayApi(APIView):
         data = d.ReplayIn(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        result = job_replay(tenant=request.user.tenant, job_id=job_id, actor=_actor(request),
+        result = job_replay(tenant=request.user.tenant, job_id=job_id, actor=operator_actor(request),
                             reason=v["reason"],
                             rerun_succeeded_descendants=v["rerun_succeeded_descendants"])
         job = job_get(tenant=request.user.tenant, job_id=job_id)

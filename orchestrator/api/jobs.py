@@ -17,21 +17,19 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from ledger.exceptions import NotFound
-from ledger.models import ActorType, Run
+from ledger.models import Run
 from ledger.selectors import job_events_list, job_get, job_list
-from ledger.services import Actor, job_cancel, job_enqueue, run_create
+from ledger.services import job_cancel, job_enqueue, run_create
 from ledger.states import JobStatus
 
 from ..admission import admit_enqueue
 from . import serializers as s
+from .auth import operator_actor
 from .errors import ApiError
 from .leases import ENQUEUE_ERRORS, ERRORS
 
 READ, OPERATE = "orch:read", "orch:operate"
 
-
-def _actor(request: Request) -> Actor:
-    return Actor(ActorType.OPERATOR, request.user.subject)
 
 
 _CURSOR_INT_RE = re.compile(r"[1-9][0-9]{0,18}", re.ASCII)  # a positive integer, canonical
@@ -106,7 +104,7 @@ class JobCollectionApi(APIView):
         data.is_valid(raise_exception=True)
         v = dict(data.validated_data)
         v["max_attempts"] = v["max_attempts"] or settings.ORCH_MAX_ATTEMPTS_DEFAULT
-        result = job_enqueue(tenant=request.user.tenant, actor=_actor(request), admit=admit_enqueue,
+        result = job_enqueue(tenant=request.user.tenant, actor=operator_actor(request), admit=admit_enqueue,
                              **v)
         job = job_get(tenant=request.user.tenant, job_id=result.job.pk)
         response = Response(s.JobOut(job).data,
@@ -153,7 +151,7 @@ class JobCancelApi(APIView):
     def post(self, request: Request, job_id: int) -> Response:
         data = s.CancelIn(data=request.data)
         data.is_valid(raise_exception=True)
-        job_cancel(tenant=request.user.tenant, job_id=job_id, actor=_actor(request),
+        job_cancel(tenant=request.user.tenant, job_id=job_id, actor=operator_actor(request),
                    reason=data.validated_data["reason"])
         return Response(s.JobOut(job_get(tenant=request.user.tenant, job_id=job_id)).data)
 

@@ -11,7 +11,8 @@ from django.db import connection
 from ledger.clock import db_now
 from ledger.exceptions import UnknownParent, UpstreamFailed
 from ledger.models import Artifact, Job, JobDependency, JobEvent, Run
-from ledger.services import Actor, job_cancel, job_replay
+from ledger.replay import job_replay
+from ledger.services import Actor, job_cancel
 from ledger.states import IllegalTransition
 from orchestrator.exceptions import LeaseLost
 from orchestrator.leasing import (
@@ -34,7 +35,7 @@ def claim(max_jobs=100, runner="r", **kw):
                        **kw)
 
 
-def run_until_idle(order=None):
+def run_until_idle():
     """Claim and ack every claimable job, round by round; return the job ids of each round."""
     rounds = []
     while grants := claim():

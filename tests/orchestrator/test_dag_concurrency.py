@@ -15,7 +15,8 @@ from django.db import connection, transaction
 
 from ledger.exceptions import IdempotencyConflict
 from ledger.models import Job, JobDependency, JobEvent, Run
-from ledger.services import Actor, job_enqueue, job_replay
+from ledger.replay import job_replay
+from ledger.services import Actor, job_enqueue
 from ledger.submission import JobSpec, run_submit
 from orchestrator.leasing import AckIn, lease_ack, lease_ack_many, lease_claim, lease_fail
 

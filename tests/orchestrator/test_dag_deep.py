@@ -12,7 +12,8 @@ from django.test.utils import CaptureQueriesContext
 
 from ledger import dependencies, replay
 from ledger.models import Job, JobDependency, JobEvent
-from ledger.services import Actor, job_replay
+from ledger.replay import job_replay
+from ledger.services import Actor
 from ledger.submission import MAX_JOBS, JobSpec, run_submit
 from orchestrator.leasing import lease_claim, lease_fail
 
