@@ -37,6 +37,13 @@ def scope_jobs(quota: Quota, statuses: tuple[str, ...]) -> QuerySet[Job]:
     return jobs
 
 
+def _scope(quota: Quota) -> dict[str, str | None]:
+    """The quota's scope for an error's details: job type and source name (None: any)."""
+    source = (Source.objects.filter(pk=quota.source_id).values_list("name", flat=True).first()
+              if quota.source_id else None)
+    return {"job_type": quota.job_type or None, "source": source}
+
+
 def admit_enqueue(tenant: str, job_type: str, source_id: int, count: int) -> None:
     """Refuse ``count`` new waiting jobs of one lane when a covering quota's ``max_queued``
     would be exceeded. Call inside the enqueue transaction (the locks last until commit).
@@ -54,18 +61,14 @@ def admit_enqueue(tenant: str, job_type: str, source_id: int, count: int) -> Non
     for quota in quotas:
         limit = quota.max_queued
         assert limit is not None
-        scope = {"job_type": quota.job_type or None,
-                 "source": (Source.objects.filter(pk=quota.source_id)
-                            .values_list("name", flat=True).first())
-                 if quota.source_id else None}
         if count > limit:
             raise QueueLimitExceeded(
                 f"{count} new jobs can never fit a queue of {limit} waiting jobs at most",
-                **scope, max_queued=limit, jobs=count)
+                **_scope(quota), max_queued=limit, jobs=count)
         waiting = scope_jobs(quota, WAITING).order_by()[:limit].count()
         if waiting + count > limit:
             raise QueueFull(
-                f"the queue is full ({limit} waiting jobs at most)", **scope,
+                f"the queue is full ({limit} waiting jobs at most)", **_scope(quota),
                 max_queued=limit, waiting=waiting,
                 retry_after_seconds=settings.ORCH_QUEUE_FULL_RETRY_AFTER_SECONDS,
             )

@@ -26,8 +26,8 @@ from ledger.clock import db_now, require_aware
 from ledger.models import Job, Lease, LeaseStatus
 from ledger.services import Actor
 from ledger.states import JobStatus
-from quotas.audit import event_append, lock, lock_or_insert
-from quotas.models import BreakerState, CircuitBreaker, TenantShare
+from quotas.audit import dispatch_lock, event_append, lock, lock_or_insert
+from quotas.models import BreakerState, CircuitBreaker
 
 FAILED = (LeaseStatus.FAILED, LeaseStatus.EXPIRED)
 ACTOR = Actor.system("breaker")
@@ -70,9 +70,8 @@ def breaker_record_failure(*, tenant: str, source_id: int | None,
     if not source_id:
         return None
     with transaction.atomic():
-        # The tenant's dispatch lock first (the order every claim takes too): a claim in flight
-        # finishes before an opening commits, and later claims re-read the breaker under it.
-        lock(TenantShare, tenant=tenant)
+        # A claim in flight finishes before an opening commits; later claims see it.
+        dispatch_lock(tenant)
         now = _now(now)
         breaker, _ = lock_or_insert(
             CircuitBreaker, CircuitBreaker(tenant=tenant, source_id=source_id, changed_at=now),

@@ -15,7 +15,14 @@ from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from .exceptions import AdmissionInvalid, ReasonRequired, TicketRequired
-from .models import ANY_JOB_TYPE, ANY_SOURCE, NAME_MAX, TENANT_MAX, AdmissionEvent
+from .models import (
+    ANY_JOB_TYPE,
+    ANY_SOURCE,
+    NAME_MAX,
+    TENANT_MAX,
+    AdmissionEvent,
+    TenantShare,
+)
 
 REASON_MAX = 2000
 TICKET_MAX = 200
@@ -130,3 +137,16 @@ def event_append(*, tenant: str, type: str, actor: ActorLike, reason: str, ticke
         tenant=tenant, type=type, job_type=job_type, source_id=source_id,
         actor_type=actor.type[:16], actor_label=actor.label[:200], reason=reason, ticket=ticket,
         data=data, occurred_at=now)
+
+
+def dispatch_lock(tenant: str) -> TenantShare:
+    """Lock the tenant's dispatch row (``TenantShare``) ``FOR UPDATE``, creating it (at the back
+    of the dispatch order) when the tenant was never claimed for. Call it first in the
+    transaction of any change to what a claim may grant (quota, throttle, pause, breaker
+    opening): claims hold this row while they decide, so the change waits for claims in flight
+    and every later claim sees it. Lock order: this row before any quota, pause or breaker row.
+    """
+    top = TenantShare.objects.order_by("-served_seq").values_list("served_seq", flat=True).first()
+    share, _ = lock_or_insert(TenantShare, TenantShare(tenant=tenant, served_seq=(top or 0) + 1),
+                              tenant=tenant)
+    return share

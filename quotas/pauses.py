@@ -15,13 +15,14 @@ from .audit import (
     check_now,
     check_scope,
     check_why,
+    dispatch_lock,
     event_append,
     lock,
     lock_or_insert,
     scope_kind,
 )
 from .exceptions import AdmissionInvalid, AdmissionNotFound
-from .models import ANY_JOB_TYPE, ANY_SOURCE, Pause, TenantShare
+from .models import ANY_JOB_TYPE, ANY_SOURCE, Pause
 
 
 def _pause_json(pause: Pause | None) -> dict[str, Any] | None:
@@ -63,10 +64,8 @@ def pause_add(*, tenant: str, job_type: str = ANY_JOB_TYPE, source_id: int = ANY
     if not key or len(key) > KEY_MAX:
         raise AdmissionInvalid("key", f"1 to {KEY_MAX} characters")
     with transaction.atomic():
-        # The tenant's dispatch lock first: a claim of this tenant in flight finishes before the
-        # pause commits, and every later claim re-reads pauses under that lock. So once this
-        # returns, no lease in the scope is granted (docs/admission.md).
-        lock(TenantShare, tenant=tenant)
+        # Once this returns, no lease in the scope is granted (docs/admission.md).
+        dispatch_lock(tenant)
         new = Pause(tenant=tenant, job_type=job_type, source_id=source_id, key=key,
                     reason=reason, ticket=ticket, actor=actor.label[:200], created_at=now)
         pause, created = lock_or_insert(Pause, new, tenant=tenant, job_type=job_type,

@@ -25,6 +25,7 @@ from .audit import (
     check_number,
     check_scope,
     check_why,
+    dispatch_lock,
     event_append,
     lock,
     lock_or_insert,
@@ -135,9 +136,8 @@ def _write_limits(*, tenant: str, job_type: str, source_id: int, limits: Limits,
                   event_type: str) -> Quota:
     """Create or update the scope's quota to ``limits`` (checked), with its event.
 
-    Takes the tenant's dispatch lock first (the order claims take too): claims in flight finish
-    before the change commits, and every later claim decides under the new limits."""
-    lock(TenantShare, tenant=tenant)
+    Call with the tenant's ``dispatch_lock`` held (taken first: claims in flight finish before
+    the change commits, and every later claim decides under the new limits)."""
     new = Quota(tenant=tenant, job_type=job_type, source_id=source_id)
     _apply(new, limits, actor=actor, reason=reason, ticket=ticket, now=now)
     quota, inserted = lock_or_insert(Quota, new, tenant=tenant, job_type=job_type,
@@ -184,6 +184,7 @@ def quota_set(*, tenant: str, job_type: str = ANY_JOB_TYPE, source_id: int = ANY
     if limits == Limits():
         raise AdmissionInvalid("limits", "set at least one limit (delete the quota to lift all)")
     with transaction.atomic():
+        dispatch_lock(tenant)
         return _write_limits(tenant=tenant, job_type=job_type, source_id=source_id,
                              limits=limits, actor=actor, reason=reason, ticket=ticket, now=now,
                              event_type="quota.changed")
@@ -241,6 +242,7 @@ def throttle_set(*, tenant: str, job_type: str = ANY_JOB_TYPE, source_id: int = 
     reason, ticket = check_why(reason, ticket, ticket_required=True)
     Limits(rate_per_second=rate_per_second, burst=burst).check()
     with transaction.atomic():
+        dispatch_lock(tenant)  # before the quota row: the claims' lock order
         quota = lock(Quota, tenant=tenant, job_type=job_type, source_id=source_id)
         current = Limits() if quota is None else Limits.of(quota)
         limits = Limits(current.max_active, rate_per_second, burst, current.max_queued)

@@ -209,3 +209,39 @@ def test_a_cap_set_while_fast_claims_run_holds_for_every_later_lease():
     for start in later:  # each later lease found fewer than 2 others active when it began
         others = sum(1 for s, e in leases if s < start < e)
         assert others < 2, (start, others)
+
+
+def test_throttle_and_quota_changes_during_claims_never_deadlock():
+    """Writers take the dispatch row before the quota row, as claims do (a reversed order
+    deadlocks: PostgreSQL would abort one side with an error)."""
+    from ledger.clock import db_now
+    from ledger.services import Actor
+    from quotas.services import throttle_set
+
+    quota(job_type="test.noop", rate_per_second=500.0, burst=50)
+    ready_jobs(3000)
+    changes: list[BaseException | int] = []
+
+    def work(rng: random.Random) -> None:
+        for grant in claim(max_jobs=rng.randint(1, 3), runner=f"r{rng.random()}"):
+            lease_ack(tenant="acme", lease_id=grant.lease.id)
+
+    def retune() -> None:
+        try:
+            wait_until(lambda: Lease.objects.count() >= 20, "the claimers to lease", 30)
+            for n in range(20):
+                throttle_set(tenant="acme", job_type="test.noop", rate_per_second=400.0 + n,
+                             burst=50, actor=Actor.system("test"), reason="retune",
+                             ticket="T-2", now=db_now())
+            changes.append(20)
+        except BaseException as exc:  # reported by the test
+            changes.append(exc)
+        finally:
+            connection.close()
+
+    tuner = threading.Thread(target=retune)
+    tuner.start()
+    errors = _claimers(work, seconds=2.5)
+    tuner.join(timeout=60)
+    assert not errors, errors
+    assert changes == [20]
