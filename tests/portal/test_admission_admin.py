@@ -56,6 +56,7 @@ def test_quota_form_refuses_what_the_service_refuses(admin_client):
         response = admin_client.post(reverse("admin:quotas_quota_add"),
                                      {**QUOTA, **bad, "reason": "r", "ticket": "t"})
         assert response.status_code == 200, bad
+        assert response.context["adminform"].form.errors, bad  # re-displayed with the error
     assert not Quota.objects.exists() and not AdmissionEvent.objects.exists()
 
 
@@ -103,11 +104,15 @@ def test_share_and_breaker_forms(admin_client):
     no_reason = admin_client.post(reverse("admin:quotas_tenantshare_change", args=[share.pk]),
                                   {"weight": "8", "ticket": "OPS-5"})
     assert no_reason.status_code == 200 and TenantShare.objects.get().weight == 4
+    assert "reason" in no_reason.context["adminform"].form.errors
     breaker_add = reverse("admin:quotas_circuitbreaker_add")
     body = {"tenant": "acme", "source": "nvd", "failure_ratio": "0.4", "window_seconds": "300",
             "min_samples": "10", "cooldown_seconds": "60", "reason": "flaky", "ticket": "OPS-6"}
-    assert admin_client.post(breaker_add, {**body, "failure_ratio": "2"}).status_code == 200
-    assert admin_client.post(breaker_add, {**body, "source": ""}).status_code == 200
+    for bad, field in (({"failure_ratio": "2"}, "failure_ratio"), ({"source": ""}, "source")):
+        response = admin_client.post(breaker_add, {**body, **bad})
+        assert response.status_code == 200
+        errors = response.context["adminform"].form.errors
+        assert field in errors or "__all__" in errors, errors
     assert admin_client.post(breaker_add, body).status_code == 302
     breaker = CircuitBreaker.objects.get()
     assert (breaker.state, breaker.failure_ratio) == ("closed", 0.4)
