@@ -6,13 +6,15 @@ lease takes one. Hence, over any window of W seconds, at most ``burst + rate * W
 
 State is ``(tokens_micro, refilled_at)``: millionths of a token as of ``refilled_at``
 (``refilled_at`` None: a bucket never used, full). Refilling floors the fraction it gains, so
-rounding can only under-grant (by at most a millionth of a token per refill).
+rounding can only under-grant (by at most a millionth of a token per refill); products and quotients
+with the float rate are exact (``fractions.Fraction`` of its binary value), never rounded up.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from fractions import Fraction
 
 MICRO = 1_000_000
 
@@ -75,8 +77,10 @@ class Bucket:
         elapsed = _micros(at - state.refilled_at)
         # Beyond the time to fill up, elapsed time gains nothing: clamp before multiplying so
         # the float product stays far below 2**53.
-        useful = min(elapsed, math.ceil(missing / self.rate_per_second) + 1)
-        gained = min(missing, math.floor(self.rate_per_second * useful))
+        useful = min(elapsed, math.ceil(missing / Fraction(self.rate_per_second)) + 1)
+        # Exact (the float rate's own binary value times an integer): a float product could
+        # round up past the true value and over-grant by a fraction of a millionth.
+        gained = min(missing, math.floor(Fraction(self.rate_per_second) * useful))
         return BucketState(state.tokens_micro + gained, at)
 
     def take(self, state: BucketState, now: datetime, wanted: int) -> tuple[int, BucketState]:
@@ -97,4 +101,4 @@ class Bucket:
             return None
         assert state.refilled_at is not None
         return state.refilled_at + timedelta(
-            microseconds=math.ceil(missing / self.rate_per_second))
+            microseconds=math.ceil(missing / Fraction(self.rate_per_second)))
